@@ -1,0 +1,159 @@
+"""``scatterbrained node``, ``peers`` and ``keys``: real nodes for deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigurationError
+
+__all__ = ["keys", "load_object", "node", "peers"]
+
+
+def load_object(spec: str) -> Any:
+    """Import ``module:attribute`` (the attribute may be dotted).
+
+    Raises:
+        ConfigurationError: the spec is malformed, or the module or attribute is missing.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(
+            f"expected module:attribute, got {spec!r} (e.g. mypkg.models:make)"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for {spec!r}: {exc}") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    return target
+
+
+@click.command()
+@click.option("--namespace", "-n", required=True, help="Namespace (federation) name.")
+@click.option(
+    "--model", "model_spec", help="module:factory returning the model (omit to sync one)."
+)
+@click.option(
+    "--data",
+    "data_spec",
+    help="module:factory returning (trainloader, validloader) or a trainloader.",
+)
+@click.option("--epochs", type=int, default=10, show_default=True, help="Local epochs.")
+@click.option("--id", "node_id", help="Node id (default: random).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, help="TCP port (default: a free one).")
+@click.option("--bootstrap", multiple=True, help="tcp://host:port[#KEY] of a known peer (repeat).")
+@click.option("--discovery", type=click.Choice(["lan", "loopback", "off"]), help="Discovery scope.")
+@click.option("--topology", default="fully-connected", show_default=True, help="Topology spec.")
+@click.option("--mode", default="peer", show_default=True, help="peer, seeding, leeching, offline.")
+@click.option("--policy", help="Policy spec, e.g. leech-until:samples=1000.")
+@click.option("--aggregator", default="fedavg", show_default=True, help="Aggregator spec.")
+@click.option("--keys", "key_file", type=click.Path(path_type=Path), help="This node's key file.")
+@click.option("--allow", multiple=True, help="Allowed peer public key or .pub file (repeat).")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Resume/save here.")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
+def node(**options: Any) -> None:
+    """Run one real node: train on local data, federate, then serve until Ctrl-C."""
+    asyncio.run(_run_node(options))
+
+
+async def _run_node(o: dict[str, Any]) -> None:
+    from ..federation.aggregation import aggregator_from_spec
+    from ..federation.policies import policy_from_spec
+    from ..federation.topology import topology_from_spec
+    from ..node import Node
+    from ..transport.security import KeyPair, load_public_key
+
+    keypair = KeyPair.load(o["key_file"]) if o["key_file"] else None
+    allowed = [load_public_key(k) for k in o["allow"]] if keypair else None
+    ns_options: dict[str, Any] = {
+        "topology": topology_from_spec(o["topology"]),
+        "mode": o["mode"],
+        "aggregator": aggregator_from_spec(o["aggregator"]),
+        "checkpoint_dir": o["checkpoint_dir"],
+    }
+    if o["policy"]:
+        ns_options["policy"] = policy_from_spec(o["policy"])
+    model = load_object(o["model_spec"])() if o["model_spec"] else None
+    async with Node(
+        o["node_id"],
+        o["host"],
+        o["port"],
+        bootstrap=o["bootstrap"],
+        keys=keypair,
+        allowed_keys=allowed,
+        discovery_scope=o["discovery"],
+    ) as sb_node:
+        click.echo(f"node {sb_node.id} listening on {sb_node.address}")
+        async with sb_node.namespace(o["namespace"], model, **ns_options) as ns:
+            if model is None:
+                click.echo("no --model: waiting for a peer to sync the model from")
+                await ns.sync_model()
+            if o["data_spec"]:
+                trainloader, validloader = _loaders(load_object(o["data_spec"])())
+                history = await ns.train(o["epochs"], trainloader, validloader)
+                for record in history:
+                    click.echo(
+                        f"epoch {record.epoch}: loss {record.train_loss:.4f} "
+                        f"val_acc {record.val_accuracy} merged {list(record.merged_from)}"
+                    )
+            if o["serve"]:
+                click.echo("serving (Ctrl-C to stop)")
+                await ns.serve()
+
+
+def _loaders(data: Any) -> tuple[Any, Any]:
+    if isinstance(data, tuple) and len(data) == 2:
+        return data[0], data[1]
+    return data, None
+
+
+@click.command()
+@click.argument("namespace")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to listen.")
+@click.option("--discovery", type=click.Choice(["lan", "loopback"]), help="Discovery scope.")
+def peers(namespace: str, timeout: float, discovery: str | None) -> None:
+    """List the nodes present in NAMESPACE (joins it as LEECHING to listen)."""
+    from ..node import Node
+
+    async def listen() -> list[Any]:
+        async with Node(discovery_scope=discovery) as sb_node:
+            async with sb_node.namespace(namespace, mode="leeching") as ns:
+                await asyncio.sleep(timeout)
+                return sorted(ns.peers)
+
+    found = asyncio.run(listen())
+    if not found:
+        click.echo(f"no peers found in {namespace!r} within {timeout} s")
+        return
+    for peer in found:
+        record_mode = ""
+        click.echo(f"{peer.id}\t{peer.host}:{peer.port}{record_mode}")
+
+
+@click.group()
+def keys() -> None:
+    """Manage CurveZMQ key pairs."""
+
+
+@keys.command("generate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def generate(path: Path, force: bool) -> None:
+    """Write a new key pair: PATH (secret, mode 0600) and its public key file."""
+    from ..transport.security import KeyPair
+
+    if path.exists() and not force:
+        raise ConfigurationError(f"{path} exists; pass --force to overwrite it")
+    pair = KeyPair.generate()
+    written = pair.save(path)
+    click.echo(f"public key: {pair.public}")
+    click.echo(f"written: {written}")

@@ -1,0 +1,115 @@
+"""Live progress and the final summary table of a simulation, rendered with rich."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..sim.config import SimConfig
+from ..sim.runner import RunResult
+
+__all__ = ["LiveProgress", "print_summary"]
+
+
+def _fmt_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GB"  # pragma: no cover
+
+
+def _fmt_acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+class LiveProgress:
+    """A progress bar over epochs plus one printed line per epoch."""
+
+    def __init__(self, config: SimConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+        )
+        self._task = self._progress.add_task("epochs", total=config.epochs, info="")
+
+    def __enter__(self) -> LiveProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def status(self, message: str) -> None:
+        """Show a status line (loading data, baselines, plots)."""
+        self._progress.update(self._task, info=message)
+        self.console.log(message)
+
+    def epoch(self, epoch: int, rows: list[dict[str, Any]]) -> None:
+        """Report one finished epoch."""
+        accuracies = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        mean = sum(accuracies) / len(accuracies) if accuracies else None
+        alive = sum(1 for r in rows if r.get("alive"))
+        peers = [r.get("peers") or 0 for r in rows if r.get("alive")]
+        mean_peers = sum(peers) / len(peers) if peers else 0.0
+        sent = sum(r.get("bytes_sent") or 0 for r in rows)
+        events = ", ".join(f"{r['node']} {r['event']}" for r in rows if r.get("event"))
+        line = (
+            f"epoch {epoch:>3}/{self.config.epochs}  mean acc {_fmt_acc(mean)}  "
+            f"alive {alive}/{len(rows)}  peers {mean_peers:.1f}  sent {_fmt_bytes(sent)}"
+        )
+        if events:
+            line += f"  [yellow]{events}[/]"
+        self.console.log(line)
+        self._progress.update(self._task, completed=epoch, info=f"acc {_fmt_acc(mean)}")
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    """Print the summary table, the baseline and where the files are."""
+    out = console or Console()
+    summary = result.summary
+    table = Table(title="Summary", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("nodes (finished)", f"{summary['nodes']} ({summary['nodes_finished']})"),
+        ("epochs", str(summary["epochs"])),
+        ("dataset", str(summary["dataset"])),
+        ("topology", str(summary["topology"])),
+        ("mean accuracy", _fmt_acc(summary["mean_accuracy"])),
+        (
+            "min / max accuracy",
+            f"{_fmt_acc(summary['min_accuracy'])} / {_fmt_acc(summary['max_accuracy'])}",
+        ),
+        ("centralized baseline", _fmt_acc(summary.get("centralized_accuracy"))),
+        ("bytes sent (all nodes)", _fmt_bytes(summary["bytes_total"])),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ]
+    if "local_only_mean_accuracy" in summary:
+        rows.append(("local-only mean accuracy", _fmt_acc(summary["local_only_mean_accuracy"])))
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+    if summary.get("events"):
+        churn = ", ".join(
+            f"{e['node']} {e['event']} after epoch {e['epoch']}" for e in summary["events"]
+        )
+        out.print(f"churn: {churn}")
+    out.print(f"run folder: {result.out}")
+    for plot in result.plots:
+        out.print(f"plot: {plot}")

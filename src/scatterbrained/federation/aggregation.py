@@ -1,0 +1,331 @@
+"""Aggregators: pure functions that merge a node's model with its neighbours' models.
+
+Every aggregator takes the local :class:`Contribution` and the others and returns new named
+arrays. Floating-point arrays are combined in float64 and cast back to the local dtype;
+non-float arrays (integer or boolean buffers such as BatchNorm's ``num_batches_tracked``) keep
+the local value. With no others the result is a copy of the local arrays. Any callable with
+the :class:`Aggregator` signature can be used as a custom aggregator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from ._spec import SpecParams, build_from_spec
+
+__all__ = [
+    "Aggregator",
+    "CenteredClipping",
+    "Contribution",
+    "FedAvg",
+    "Krum",
+    "Mean",
+    "Median",
+    "TrimmedMean",
+    "aggregator_from_spec",
+]
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One model taking part in an aggregation.
+
+    Attributes:
+        arrays: the model's named arrays.
+        samples: local training samples behind the model (the FedAvg weight, >= 0).
+        sender: the contributing node's id (``""`` for the local model if unknown).
+    """
+
+    arrays: Mapping[str, np.ndarray]
+    samples: int = 1
+    sender: str = field(default="")
+
+
+class Aggregator(Protocol):
+    """Merges the local model with the models of other nodes."""
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the merged arrays (names, shapes and dtypes of ``local``).
+
+        Raises:
+            ConfigurationError: a contribution's names or shapes differ from ``local``'s.
+        """
+        ...
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return bool(np.issubdtype(array.dtype, np.floating))
+
+
+def _validate(local: Contribution, others: Sequence[Contribution]) -> None:
+    names = set(local.arrays)
+    for other in others:
+        if set(other.arrays) != names:
+            missing = sorted(names - set(other.arrays))
+            extra = sorted(set(other.arrays) - names)
+            raise ConfigurationError(
+                f"contribution from {other.sender!r} has different array names than the local "
+                f"model (missing {missing}, extra {extra}); validate updates before aggregating"
+            )
+        for name, array in other.arrays.items():
+            if np.shape(array) != np.shape(local.arrays[name]):
+                raise ConfigurationError(
+                    f"contribution from {other.sender!r}: array {name!r} has shape "
+                    f"{np.shape(array)}, local has {np.shape(local.arrays[name])}"
+                )
+    for c in (local, *others):
+        if c.samples < 0:
+            raise ConfigurationError(f"contribution {c.sender!r} has samples={c.samples} < 0")
+
+
+def _stack(name: str, contributions: Sequence[Contribution]) -> np.ndarray:
+    """Stack one array of every contribution as float64 rows: shape ``(n, size)``."""
+    return np.stack(
+        [np.asarray(c.arrays[name], dtype=np.float64).reshape(-1) for c in contributions]
+    )
+
+
+def _per_coordinate(
+    local: Contribution,
+    others: Sequence[Contribution],
+    combine: Callable[[np.ndarray], np.ndarray],
+) -> Arrays:
+    """Apply ``combine`` (rows -> one row) to every float array; keep non-float arrays local."""
+    _validate(local, others)
+    contributions = [local, *others]
+    result: Arrays = {}
+    for name, array in local.arrays.items():
+        array = np.asarray(array)
+        if not others or not _is_float(array):
+            result[name] = array.copy()
+            continue
+        merged = combine(_stack(name, contributions))
+        result[name] = merged.reshape(array.shape).astype(array.dtype, copy=False)
+    return result
+
+
+@dataclass(frozen=True)
+class Mean:
+    """Plain (unweighted) coordinate-wise mean of the local model and the others."""
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the mean arrays (see :class:`Aggregator`)."""
+        return _per_coordinate(local, others, lambda rows: rows.mean(axis=0))
+
+
+@dataclass(frozen=True)
+class FedAvg:
+    """Sample-weighted mean (McMahan et al.); when every weight is 0 it is the plain mean."""
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the sample-weighted mean arrays (see :class:`Aggregator`)."""
+        weights = np.array([c.samples for c in (local, *others)], dtype=np.float64)
+        if weights.sum() <= 0:
+            weights = np.ones_like(weights)
+        weights /= weights.sum()
+        return _per_coordinate(local, others, lambda rows: weights @ rows)
+
+
+@dataclass(frozen=True)
+class Median:
+    """Coordinate-wise median (the mean of the two middle values for an even count)."""
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the coordinate-wise median arrays (see :class:`Aggregator`)."""
+        return _per_coordinate(local, others, lambda rows: np.median(rows, axis=0))
+
+
+@dataclass(frozen=True)
+class TrimmedMean:
+    """Coordinate-wise mean after dropping ``floor(trim * n)`` values from each end.
+
+    Args:
+        trim: fraction trimmed from each end, ``0 <= trim < 0.5``.
+
+    Raises:
+        ConfigurationError: ``trim`` is out of range.
+    """
+
+    trim: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.trim < 0.5:
+            raise ConfigurationError(f"TrimmedMean trim must be in [0, 0.5), got {self.trim!r}")
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the trimmed-mean arrays (see :class:`Aggregator`)."""
+        cut = math.floor(self.trim * (len(others) + 1))
+
+        def combine(rows: np.ndarray) -> np.ndarray:
+            ordered = np.sort(rows, axis=0)
+            kept: np.ndarray = ordered[cut : rows.shape[0] - cut].mean(axis=0)
+            return kept
+
+        return _per_coordinate(local, others, combine)
+
+
+def _float_names(local: Contribution) -> list[str]:
+    return [n for n, a in local.arrays.items() if _is_float(np.asarray(a))]
+
+
+def _from_rows(
+    local: Contribution, contributions: Sequence[Contribution], pick: Callable[[np.ndarray], Any]
+) -> Arrays:
+    """Apply ``pick`` (rows -> one row) to every float array of ``contributions``."""
+    result: Arrays = {}
+    for name, array in local.arrays.items():
+        array = np.asarray(array)
+        if _is_float(array):
+            merged = np.asarray(pick(_stack(name, contributions)))
+            result[name] = merged.reshape(array.shape).astype(array.dtype, copy=False)
+        else:
+            result[name] = array.copy()
+    return result
+
+
+@dataclass(frozen=True)
+class Krum:
+    """Krum / Multi-Krum (Blanchard et al. 2017): average the ``m`` best-scored models.
+
+    A model's score is the sum of squared L2 distances (over all float arrays) to its
+    ``n - f - 2`` nearest other models. The local model is one candidate among the others
+    and is *not* always part of the result. Ties prefer the local model, then sender id.
+
+    Fallback with fewer than ``2f + 3`` contributions: each score uses the
+    ``max(1, n - f - 2)`` nearest models (with only local + one other, the local model wins
+    the tie, so Krum keeps the local model).
+
+    Args:
+        f: number of Byzantine contributions tolerated (>= 0).
+        m: models averaged (>= 1; clipped to ``n``); ``None`` means ``n - f`` (Multi-Krum).
+
+    Raises:
+        ConfigurationError: ``f < 0`` or ``m < 1``.
+    """
+
+    f: int = 1
+    m: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.f < 0:
+            raise ConfigurationError(f"Krum f must be >= 0, got {self.f!r}")
+        if self.m is not None and self.m < 1:
+            raise ConfigurationError(f"Krum m must be >= 1 or None, got {self.m!r}")
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the (Multi-)Krum arrays (see :class:`Aggregator`)."""
+        _validate(local, others)
+        contributions = [local, *others]
+        n = len(contributions)
+        chosen = self.select(local, others)[: self._count(n)]
+        picked = [contributions[i] for i in chosen]
+        return _from_rows(local, picked, lambda rows: rows.mean(axis=0))
+
+    def _count(self, n: int) -> int:
+        m = max(1, n - self.f) if self.m is None else self.m
+        return min(m, n)
+
+    def select(self, local: Contribution, others: Sequence[Contribution]) -> list[int]:
+        """Return contribution indices (0 = local, i = ``others[i - 1]``) best score first."""
+        contributions = [local, *others]
+        n = len(contributions)
+        distances = np.zeros((n, n))
+        for name in _float_names(local):
+            rows = _stack(name, contributions)
+            for i in range(n):
+                distances[i] += np.square(rows - rows[i]).sum(axis=1)
+        nearest = max(1, n - self.f - 2)
+        scores = [float(np.sort(np.delete(distances[i], i))[:nearest].sum()) for i in range(n)]
+        return sorted(range(n), key=lambda i: (scores[i], i != 0, contributions[i].sender))
+
+
+@dataclass(frozen=True)
+class CenteredClipping:
+    """Centered clipping (Karimireddy et al. 2021), centred at the local model.
+
+    Starting from ``v = local``, each iteration sets
+    ``v += mean_i((x_i - v) * min(1, tau / ||x_i - v||))`` over all contributions (local
+    included), with the L2 norm taken over all float arrays together.
+
+    Args:
+        tau: clipping radius (> 0), in the units of the parameters.
+        iterations: clipping iterations (>= 1).
+
+    Raises:
+        ConfigurationError: ``tau <= 0`` or ``iterations < 1``.
+    """
+
+    tau: float = 1.0
+    iterations: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0:
+            raise ConfigurationError(f"CenteredClipping tau must be > 0, got {self.tau!r}")
+        if self.iterations < 1:
+            raise ConfigurationError(
+                f"CenteredClipping iterations must be >= 1, got {self.iterations!r}"
+            )
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        """Return the centred-clipping arrays (see :class:`Aggregator`)."""
+        _validate(local, others)
+        names = _float_names(local)
+        contributions = [local, *others]
+        rows = {name: _stack(name, contributions) for name in names}
+        centre = {name: rows[name][0].copy() for name in names}
+        for _ in range(self.iterations):
+            norms_sq = np.zeros(len(contributions))
+            for name in names:
+                norms_sq += np.square(rows[name] - centre[name]).sum(axis=1)
+            norms = np.sqrt(norms_sq)
+            scale = np.minimum(1.0, self.tau / np.where(norms > 0, norms, np.inf))
+            for name in names:
+                centre[name] = centre[name] + (scale @ (rows[name] - centre[name])) / len(scale)
+        result: Arrays = {}
+        for name, array in local.arrays.items():
+            array = np.asarray(array)
+            if name in centre:
+                result[name] = centre[name].reshape(array.shape).astype(array.dtype, copy=False)
+            else:
+                result[name] = array.copy()
+        return result
+
+
+_FACTORIES: dict[str, Callable[[SpecParams], Aggregator]] = {
+    "fedavg": lambda p: FedAvg(),
+    "mean": lambda p: Mean(),
+    "median": lambda p: Median(),
+    "trimmed-mean": lambda p: TrimmedMean(trim=p.number("trim", 0.1)),
+    "krum": lambda p: Krum(f=p.integer("f", 1), m=p.integer("m", 1)),
+    "multi-krum": lambda p: Krum(f=p.integer("f", 1), m=p.optional_integer("m")),
+    "centered-clipping": lambda p: CenteredClipping(
+        tau=p.number("tau", 1.0), iterations=p.integer("iterations", 1)
+    ),
+}
+
+
+def aggregator_from_spec(spec: str | Mapping[str, Any] | Aggregator) -> Aggregator:
+    """Build an aggregator from a CLI/config spec; a callable passes through unchanged.
+
+    Examples: ``"fedavg"``, ``"mean"``, ``"median"``, ``"trimmed-mean:trim=0.2"``,
+    ``"krum:f=1"``, ``"multi-krum:f=1,m=3"`` (no ``m``: ``n - f``),
+    ``"centered-clipping:tau=1,iterations=3"``, ``{"name": "krum", "f": 2}``.
+
+    Raises:
+        ConfigurationError: unknown name (closest valid name suggested), unknown parameters
+            or invalid values.
+    """
+    if callable(spec) and not isinstance(spec, (str, Mapping)):
+        return spec
+    factories = dict(_FACTORIES)
+    factories["fed-avg"] = _FACTORIES["fedavg"]
+    factories["centred-clipping"] = _FACTORIES["centered-clipping"]
+    return build_from_spec(spec, "aggregator", factories)

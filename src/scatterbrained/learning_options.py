@@ -1,0 +1,90 @@
+"""Options of a namespace's learning behaviour (keywords of ``node.namespace``)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["LearningOptions"]
+
+
+@dataclass
+class LearningOptions:
+    """How a namespace trains and federates. Every field is a keyword of ``node.namespace``.
+
+    Attributes:
+        sync: synchronous rounds instead of asynchronous gossip. With a topology that has a
+            centre (``Star``) this is classic centralized FedAvg.
+        round_timeout: seconds a synchronous round waits for the expected peers.
+        min_peers: in a synchronous round, proceed early once this many peers have sent;
+            below it the round still ends at ``round_timeout`` (a node never stalls).
+        share_every: federate every this many optimizer steps instead of once per epoch.
+        gossip_wait: in gossip, seconds to wait for fresh updates from in-neighbours before
+            merging what is there (0 = merge what has arrived).
+        max_staleness_s: updates older than this (seconds) are never merged.
+        privacy: a ``ClipAndNoise`` applied to the weights this node sends.
+        pairing: the paper's pairing rule: never send to and receive from the same partner
+            in the same epoch.
+        checkpoint_dir: folder for automatic checkpoints after every epoch; a namespace that
+            finds its checkpoint there on start resumes from it.
+        example_input: an example input batch, used to export a PyTorch architecture for
+            ``sync_model`` (by default the first training batch is used).
+        factory: ``(name, kwargs)`` of a registered model factory, the alternative to
+            ``torch.export`` for sending the architecture.
+        adapter_options: extra keywords for the model adapter (e.g. ``classes`` and
+            ``n_features`` for scikit-learn models).
+        request_timeout: seconds ``sync_model`` waits for one peer's answer before asking
+            another.
+        serve_interval: seconds between federation passes in ``serve``.
+    """
+
+    sync: bool = False
+    round_timeout: float = 30.0
+    min_peers: int = 1
+    share_every: int | None = None
+    gossip_wait: float = 0.0
+    max_staleness_s: float | None = 120.0
+    privacy: Any = None
+    pairing: bool = False
+    checkpoint_dir: str | Path | None = None
+    example_input: Any = None
+    factory: tuple[str, dict[str, Any]] | None = None
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    request_timeout: float = 30.0
+    serve_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("round_timeout", "request_timeout", "serve_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if self.gossip_wait < 0:
+            raise ConfigurationError(f"gossip_wait must be >= 0 s, got {self.gossip_wait!r}")
+        if self.min_peers < 0:
+            raise ConfigurationError(f"min_peers must be >= 0, got {self.min_peers!r}")
+        if self.share_every is not None and self.share_every < 1:
+            raise ConfigurationError(f"share_every must be >= 1 step, got {self.share_every!r}")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> LearningOptions:
+        """Build options from keyword arguments.
+
+        Raises:
+            ConfigurationError: an unknown keyword (with the closest valid name) or an
+                invalid value.
+        """
+        valid = [f.name for f in fields(cls)]
+        for key in kwargs:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigurationError(
+                    f"unknown namespace option {key!r}{hint} "
+                    f"(valid: topology, mode, policy, aggregator, loss, peer_filter, "
+                    f"{', '.join(valid)})"
+                )
+        return cls(**kwargs)

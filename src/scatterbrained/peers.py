@@ -1,0 +1,175 @@
+"""The node's table of known peers: addresses, namespaces, liveness, keys and replay state.
+
+Pure bookkeeping, no I/O: the node feeds it what arrives and asks it who is alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import Identity, OperatingMode
+from .wire.messages import Hello, NamespaceInfo
+
+__all__ = ["PeerRecord", "PeerTable", "ReplayGuard", "split_address"]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``tcp://host:port`` into ``(host, port)``; the host may be empty.
+
+    Raises:
+        ValueError: the address is not ``tcp://host:port`` with a port in 1..65535.
+    """
+    if not address.startswith("tcp://"):
+        raise ValueError(f"expected an address like tcp://host:port, got {address!r}")
+    host, sep, port_text = address[len("tcp://") :].rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected an address like tcp://host:port, got {address!r}")
+    return host.strip("[]"), int(port_text)
+
+
+@dataclass
+class PeerRecord:
+    """What the node knows about one peer.
+
+    Attributes:
+        id: the peer's node id.
+        host: host of its inbound socket.
+        port: port of its inbound socket.
+        public_key: its CurveZMQ public key (Z85) or ``None``.
+        session: its current session id.
+        namespaces: namespace name -> what it told us (mode, model version), from its Hello.
+        last_seen: monotonic time of the last sign of life (seconds).
+        greeted: True once a Hello from it arrived over the transport.
+    """
+
+    id: str
+    host: str
+    port: int
+    public_key: str | None = None
+    session: int = 0
+    namespaces: dict[str, NamespaceInfo] = field(default_factory=dict)
+    last_seen: float = 0.0
+    greeted: bool = False
+
+    @property
+    def address(self) -> str:
+        """The peer's inbound address, ``tcp://host:port``."""
+        return f"tcp://{self.host}:{self.port}"
+
+    def identity(self, namespace: str) -> Identity:
+        """The peer as an :class:`Identity` in ``namespace``."""
+        return Identity(self.id, namespace, self.host, self.port)
+
+    def mode_in(self, namespace: str) -> OperatingMode | None:
+        """The peer's mode in ``namespace`` as last told, or ``None`` if it is not there."""
+        info = self.namespaces.get(namespace)
+        if info is None:
+            return None
+        try:
+            return OperatingMode.parse(info.mode)
+        except ValueError:
+            return None
+
+
+class ReplayGuard:
+    """Rejects replayed or reordered-old messages using (session, seq) per sender.
+
+    A sender's session id is its start time in nanoseconds, so a restarted sender has a larger
+    session; anything from an older session, or a sequence number not larger than the last
+    accepted one in the current session, is a replay.
+    """
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+        self._capacity = capacity
+
+    def accept(self, sender: str, session: int, seq: int) -> bool:
+        """Return True and remember (session, seq) when it is new; False for a replay."""
+        last = self._last.get(sender)
+        if last is not None:
+            last_session, last_seq = last
+            if session < last_session or (session == last_session and seq <= last_seq):
+                return False
+        elif len(self._last) >= self._capacity:
+            self._last.pop(next(iter(self._last)))
+        self._last[sender] = (session, seq)
+        return True
+
+
+class PeerTable:
+    """Known peers by id, plus the binding of authenticated keys to ids.
+
+    Args:
+        capacity: maximum number of peers kept; Hellos from further unknown ids are refused.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._peers: dict[str, PeerRecord] = {}
+        self._key_to_id: dict[str, str] = {}
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._peers
+
+    def get(self, peer_id: str) -> PeerRecord | None:
+        """The record of ``peer_id`` or ``None``."""
+        return self._peers.get(peer_id)
+
+    def records(self) -> list[PeerRecord]:
+        """All records, sorted by id."""
+        return [self._peers[k] for k in sorted(self._peers)]
+
+    def bound_id(self, key: str) -> str | None:
+        """The node id first authenticated with ``key``, or ``None``."""
+        return self._key_to_id.get(key)
+
+    def bind_key(self, key: str, peer_id: str) -> bool:
+        """Bind an authenticated key to a node id; False if the key is bound to another id."""
+        bound = self._key_to_id.setdefault(key, peer_id)
+        return bound == peer_id
+
+    def upsert(self, peer_id: str, host: str, port: int, now: float) -> PeerRecord | None:
+        """Create or refresh the record of ``peer_id``; ``None`` when the table is full."""
+        record = self._peers.get(peer_id)
+        if record is None:
+            if len(self._peers) >= self._capacity:
+                return None
+            record = PeerRecord(peer_id, host, port, last_seen=now)
+            self._peers[peer_id] = record
+        elif host:
+            record.host, record.port = host, port
+        record.last_seen = max(record.last_seen, now)
+        return record
+
+    def apply_hello(self, record: PeerRecord, hello: Hello, session: int) -> set[str]:
+        """Update a record from a Hello; return the namespaces whose state changed."""
+        before = dict(record.namespaces)
+        record.namespaces = {info.name: info for info in hello.namespaces}
+        record.public_key = hello.public_key or record.public_key
+        record.session = max(record.session, session)
+        record.greeted = True
+        changed = {n for n in set(before) | set(record.namespaces) if n not in before}
+        changed |= {n for n in before if n not in record.namespaces}
+        changed |= {
+            n
+            for n in before
+            if n in record.namespaces and before[n].mode != record.namespaces[n].mode
+        }
+        return changed
+
+    def touch(self, peer_id: str, now: float) -> None:
+        """Record a sign of life from ``peer_id`` (no-op for unknown ids)."""
+        record = self._peers.get(peer_id)
+        if record is not None:
+            record.last_seen = max(record.last_seen, now)
+
+    def remove(self, peer_id: str) -> PeerRecord | None:
+        """Forget ``peer_id`` and return its record."""
+        return self._peers.pop(peer_id, None)
+
+    def expired(self, now: float, timeout: float) -> list[PeerRecord]:
+        """Records with no sign of life for more than ``timeout`` seconds."""
+        return [r for r in self._peers.values() if now - r.last_seen > timeout]

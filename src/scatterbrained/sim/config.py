@@ -1,0 +1,259 @@
+"""Simulation configuration: one dataclass, loadable from TOML, strictly validated.
+
+Every mistake (an unknown key, a bad value, an unknown topology) becomes one
+:class:`~scatterbrained.errors.ConfigurationError` whose message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["BACKENDS", "FaultEvent", "SimConfig", "load_config"]
+
+#: How nodes are run: all in one process over the in-memory transport, all in one process
+#: over real loopback ZeroMQ, or one OS process per node (ZeroMQ + UDP loopback discovery).
+BACKENDS = ("memory", "zmq", "process")
+FAULT_ACTIONS = ("kill", "restart", "pause", "resume")
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A scheduled fault: ``action`` happens to node ``node`` after epoch ``epoch``.
+
+    Attributes:
+        epoch: epochs completed (by the network) when the fault happens (0 = before training).
+        node: node index (0-based).
+        action: ``kill`` (crash: no goodbye), ``restart`` (start again, restore the
+            checkpoint, ``sync_model`` from a peer), ``pause`` (stop training and go OFFLINE),
+            ``resume``.
+    """
+
+    epoch: int
+    node: int
+    action: str
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything needed to reproduce a simulated federation (written as ``config.json``).
+
+    Attributes:
+        nodes: number of nodes.
+        epochs: local epochs per node.
+        dataset: ``digits`` or ``fashion-mnist``.
+        train_limit: use only the first N training samples (None = all).
+        test_limit: evaluate on the first N test samples (None = all).
+        partition: ``iid``, ``dirichlet:alpha=0.5`` or ``shards:k=2``.
+        model: model factory name (``mlp``, ``cnn``, ``logreg``).
+        hidden: hidden units of ``mlp``.
+        topology: topology spec (``ring``, ``fully-connected``, ``star``,
+            ``random-regular:k=4``, ``grid:cols=4``, ...).
+        aggregator: aggregator spec (``fedavg``, ``median``, ``krum:f=1``, ...).
+        mode: initial mode of every node.
+        modes: per-node initial modes, ``{"3": "seeding"}``.
+        policies: per-node policies, ``{"0": "leech-until:samples=500"}``.
+        faults: scheduled faults.
+        churn_rate: probability per node and epoch of a random kill (restarted 2 epochs later).
+        drop_rate: fraction of messages dropped (memory backend).
+        delay_ms: delay of every message in milliseconds (memory backend).
+        backend: ``memory``, ``zmq`` or ``process``.
+        sync: synchronous rounds (reproducible in the memory backend) instead of gossip.
+        round_timeout: seconds a round waits for neighbours.
+        batch_size: training batch size.
+        lr: Adam learning rate.
+        seed: seed of everything (data split, model init, topology, churn).
+        centralized: also train one model on all the data as a baseline.
+        local_only: also train every node alone as a baseline.
+        out: run folder (created; default ``runs/<timestamp>``).
+        threads: torch threads per process.
+    """
+
+    nodes: int = 8
+    epochs: int = 10
+    dataset: str = "digits"
+    train_limit: int | None = None
+    test_limit: int | None = None
+    partition: str = "dirichlet:alpha=0.5"
+    model: str = "mlp"
+    hidden: int = 64
+    topology: str = "ring"
+    aggregator: str = "fedavg"
+    mode: str = "peer"
+    modes: Mapping[str, str] = field(default_factory=dict)
+    policies: Mapping[str, str] = field(default_factory=dict)
+    faults: tuple[FaultEvent, ...] = ()
+    churn_rate: float = 0.0
+    drop_rate: float = 0.0
+    delay_ms: float = 0.0
+    backend: str = "memory"
+    sync: bool = True
+    round_timeout: float = 30.0
+    batch_size: int = 32
+    lr: float = 0.003
+    seed: int = 0
+    centralized: bool = False
+    local_only: bool = False
+    out: str | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.nodes >= 1, f"nodes must be >= 1, got {self.nodes}", "set nodes = 8")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}", "set epochs = 10")
+        _check(
+            self.backend in BACKENDS,
+            f"unknown backend {self.backend!r}",
+            f"use one of {', '.join(BACKENDS)}",
+        )
+        for name in ("churn_rate", "drop_rate"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}", f"fix {name}")
+        _check(self.delay_ms >= 0, f"delay_ms must be >= 0, got {self.delay_ms}", "fix delay_ms")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "fix it")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}", "fix lr")
+        _check(self.round_timeout > 0, "round_timeout must be > 0 s", "fix round_timeout")
+        for fault in self.faults:
+            _check(
+                fault.action in FAULT_ACTIONS,
+                f"fault action {fault.action!r} is unknown",
+                f"use one of {', '.join(FAULT_ACTIONS)}",
+            )
+            _check(
+                0 <= fault.node < self.nodes,
+                f"fault names node {fault.node} but there are {self.nodes} nodes (0..{self.nodes - 1})",
+                "fix the fault's node index",
+            )
+            _check(
+                0 <= fault.epoch <= self.epochs,
+                f"fault at epoch {fault.epoch} is outside 0..{self.epochs}",
+                "fix the fault's epoch",
+            )
+        for table in ("modes", "policies"):
+            for key in getattr(self, table):
+                _check(
+                    str(key).isdigit() and int(key) < self.nodes,
+                    f"{table} has key {key!r}, expected a node index 0..{self.nodes - 1}",
+                    f'write {table} = {{"0" = "..."}}',
+                )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict that :meth:`from_mapping` reads back."""
+        data = dataclasses.asdict(self)
+        data["faults"] = [dataclasses.asdict(f) for f in self.faults]
+        data["modes"] = dict(self.modes)
+        data["policies"] = dict(self.policies)
+        return data
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SimConfig:
+        """Build a config from a mapping (TOML table, JSON object, CLI flags).
+
+        Raises:
+            ConfigurationError: an unknown key (with a suggestion) or an invalid value.
+        """
+        valid = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+                raise ConfigurationError(f"unknown config key {key!r}; {hint}")
+            values[name] = value
+        values["faults"] = tuple(_fault(f) for f in values.get("faults", ()))
+        for table in ("modes", "policies"):
+            if table in values:
+                _check(isinstance(values[table], Mapping), f"{table} must be a table", "fix it")
+                values[table] = {str(k): str(v) for k, v in values[table].items()}
+        _check_types(values)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> SimConfig:
+        """A copy with some fields changed (validated again)."""
+        return SimConfig.from_mapping({**self.to_json(), **changes})
+
+
+def load_config(path: str | Path) -> SimConfig:
+    """Read a TOML (or JSON) simulation config.
+
+    Raises:
+        ConfigurationError: the file is missing, not valid TOML/JSON, or has a bad value.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigurationError(f"config file {source} does not exist; check the path")
+    text = source.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if source.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{source} is not valid TOML/JSON: {exc}") from None
+    return SimConfig.from_mapping(data)
+
+
+def _check(ok: bool, problem: str, fix: str) -> None:
+    if not ok:
+        raise ConfigurationError(f"{problem}; {fix}")
+
+
+def _fault(entry: Any) -> FaultEvent:
+    if isinstance(entry, FaultEvent):
+        return entry
+    _check(
+        isinstance(entry, Mapping) and {"epoch", "node", "action"} <= set(entry),
+        f"fault {entry!r} needs keys epoch, node and action",
+        'write faults = [{epoch = 5, node = 3, action = "kill"}]',
+    )
+    extra = set(entry) - {"epoch", "node", "action"}
+    _check(not extra, f"fault has unknown keys {sorted(extra)}", "use epoch, node and action")
+    return FaultEvent(int(entry["epoch"]), int(entry["node"]), str(entry["action"]))
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "nodes": (int,),
+    "epochs": (int,),
+    "hidden": (int,),
+    "batch_size": (int,),
+    "seed": (int,),
+    "threads": (int,),
+    "lr": (int, float),
+    "round_timeout": (int, float),
+    "churn_rate": (int, float),
+    "drop_rate": (int, float),
+    "delay_ms": (int, float),
+    "dataset": (str,),
+    "partition": (str,),
+    "model": (str,),
+    "topology": (str,),
+    "aggregator": (str,),
+    "mode": (str,),
+    "backend": (str,),
+    "sync": (bool,),
+    "centralized": (bool,),
+    "local_only": (bool,),
+}
+
+
+def _check_types(values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        expected = _TYPES.get(name)
+        if expected is None or value is None and name in ("out",):
+            continue
+        ok = isinstance(value, expected) and not (bool not in expected and isinstance(value, bool))
+        _check(
+            ok,
+            f"{name} = {value!r} has the wrong type",
+            f"expected {' or '.join(t.__name__ for t in expected)}",
+        )

@@ -1,0 +1,264 @@
+"""Run every simulated node in this process, epoch by epoch (memory or loopback ZeroMQ).
+
+The nodes are real :class:`~scatterbrained.node.Node` objects; the runner only decides
+*when* each trains: all live nodes train one epoch concurrently (federating in synchronous
+rounds), then the faults scheduled after that epoch happen, the membership settles, and the
+next epoch starts. With the in-memory transport this makes a seeded run reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..discovery.memory import MemoryDiscovery, MemoryDiscoveryHub
+from ..node import Node
+from ..transport.memory import MemoryNetwork, MemoryTransport
+from ..types import OperatingMode
+from .config import FaultEvent
+from .experiment import NAMESPACE, Experiment, node_id
+
+__all__ = ["SimNode", "run_in_process"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds without a beacon after which a simulated peer is gone (in-process backends).
+SIM_PEER_TIMEOUT = 1.0
+#: Seconds a settle step waits for every node to see the same membership.
+SETTLE_TIMEOUT = 30.0
+
+
+class SimNode:
+    """One simulated participant: its node, namespace, data and fault state."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        index: int,
+        make_transport: Callable[[], Any],
+        hub: MemoryDiscoveryHub,
+        checkpoint_dir: Path,
+    ) -> None:
+        self.exp = exp
+        self.index = index
+        self.id = node_id(index)
+        self._make_transport = make_transport
+        self._hub = hub
+        self._checkpoint_dir = checkpoint_dir
+        self.node: Node | None = None
+        self.ns: Any = None
+        self.paused = False
+        self.loader = exp.train_loader(index)
+
+    @property
+    def alive(self) -> bool:
+        """True while the node runs."""
+        return self.node is not None
+
+    @property
+    def active(self) -> bool:
+        """True when the node runs and is not paused."""
+        return self.alive and not self.paused
+
+    async def start(self, catch_up: bool = False) -> None:
+        """Start the node and join the namespace; with ``catch_up`` restore and sync."""
+        discovery = MemoryDiscovery(self._hub, interval=0.05, peer_timeout=SIM_PEER_TIMEOUT)
+        self.node = Node(self.id, transport=self._make_transport(), discovery=discovery)
+        await self.node.start()
+        self.ns = self.node.namespace(
+            NAMESPACE,
+            self.exp.build_model(),
+            self.exp.create_optimizer(),
+            checkpoint_dir=self._checkpoint_dir,
+            **self.exp.namespace_options(self.index),
+        )
+        await self.ns.open()
+
+    async def catch_up(self) -> bool:
+        """Download the freshest model from a peer (after a restart or a pause)."""
+        try:
+            await self.ns.sync_model(timeout=SETTLE_TIMEOUT)
+        except Exception as exc:  # a node that cannot catch up goes on alone
+            logger.warning("node %s could not catch up: %s", self.id, exc)
+            return False
+        return True
+
+    async def kill(self) -> None:
+        """Crash: stop without goodbye (peers notice by timeout)."""
+        if self.node is not None:
+            await self.node.abort()
+        self.node, self.ns, self.paused = None, None, False
+
+    async def stop(self) -> None:
+        """Leave cleanly."""
+        if self.node is not None:
+            await self.node.close()
+        self.node, self.ns = None, None
+
+    def pause(self) -> None:
+        """Stop training and go OFFLINE."""
+        if self.active:
+            self.paused = True
+            self.ns.mode = OperatingMode.OFFLINE
+
+    def resume(self) -> None:
+        """Back to the configured mode (catching up happens before the next epoch)."""
+        if self.alive and self.paused:
+            self.paused = False
+            self.ns.mode = self.exp.mode_of(self.index)
+
+    async def train_epoch(self) -> Any:
+        """Train one epoch (federating), return its history record."""
+        history = await self.ns.train(1, self.loader, self.exp.test_loader())
+        return history.last
+
+
+async def run_in_process(
+    exp: Experiment,
+    out: Path,
+    on_epoch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the federation described by ``exp`` in this process.
+
+    Args:
+        exp: the loaded experiment.
+        out: the run folder (checkpoints go to ``out/checkpoints``).
+        on_epoch: called after every epoch with the epoch number and its metric rows.
+
+    Returns:
+        The metric rows of every node and epoch (``metrics.jsonl`` lines).
+    """
+    config = exp.config
+    hub = MemoryDiscoveryHub()
+    network = MemoryNetwork(
+        delay=config.delay_ms / 1000.0, drop_rate=config.drop_rate, seed=config.seed
+    )
+
+    def make_transport() -> Any:
+        if config.backend == "memory":
+            return MemoryTransport(network)
+        from ..transport.zmq import ZmqTransport
+
+        return ZmqTransport("127.0.0.1")
+
+    nodes = [SimNode(exp, i, make_transport, hub, out / "checkpoints") for i in range(config.nodes)]
+    churn = random.Random(config.seed + 7919)
+    pending_restarts: dict[int, int] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        for sn in nodes:
+            await sn.start()
+        await settle(nodes)
+        for epoch in range(1, config.epochs + 1):
+            events = await apply_faults(nodes, epoch - 1, exp, churn, pending_restarts)
+            started = time.monotonic()
+            active = [sn for sn in nodes if sn.active]
+            records = await asyncio.gather(*(sn.train_epoch() for sn in active))
+            by_index = {sn.index: r for sn, r in zip(active, records)}
+            epoch_rows = [
+                metric_row(sn, epoch, by_index.get(sn.index), events.get(sn.index), started)
+                for sn in nodes
+            ]
+            rows.extend(epoch_rows)
+            if on_epoch is not None:
+                on_epoch(epoch, epoch_rows)
+    finally:
+        await asyncio.gather(*(sn.stop() for sn in nodes), return_exceptions=True)
+    return rows
+
+
+async def apply_faults(
+    nodes: list[SimNode],
+    after_epoch: int,
+    exp: Experiment,
+    churn: random.Random,
+    pending_restarts: dict[int, int],
+) -> dict[int, str]:
+    """Apply the faults scheduled after ``after_epoch``; return node index -> event name."""
+    events: dict[int, str] = {}
+    scheduled: list[FaultEvent] = [f for f in exp.config.faults if f.epoch == after_epoch]
+    for index, due in list(pending_restarts.items()):
+        if due == after_epoch:
+            scheduled.append(FaultEvent(after_epoch, index, "restart"))
+            del pending_restarts[index]
+    if exp.config.churn_rate > 0 and after_epoch > 0:
+        for sn in nodes:
+            if sn.alive and churn.random() < exp.config.churn_rate:
+                scheduled.append(FaultEvent(after_epoch, sn.index, "kill"))
+                pending_restarts[sn.index] = min(after_epoch + 2, exp.config.epochs)
+    catch_up: list[SimNode] = []
+    for fault in scheduled:
+        sn = nodes[fault.node]
+        if fault.action == "kill" and sn.alive:
+            await sn.kill()
+            events[sn.index] = "killed"
+        elif fault.action == "restart" and not sn.alive:
+            await sn.start()
+            catch_up.append(sn)
+            events[sn.index] = "restarted"
+        elif fault.action == "pause" and sn.active:
+            sn.pause()
+            events[sn.index] = "paused"
+        elif fault.action == "resume" and sn.paused:
+            sn.resume()
+            catch_up.append(sn)
+            events[sn.index] = "resumed"
+    if events:
+        await settle(nodes)
+    for sn in catch_up:
+        await sn.catch_up()
+    return events
+
+
+async def settle(nodes: list[SimNode], timeout: float = SETTLE_TIMEOUT) -> bool:
+    """Wait until every running node sees exactly the other active nodes as peers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active_ids = {
+            sn.id for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE
+        }
+        settled = all(
+            {p.id for p in sn.ns.peers} == active_ids - {sn.id} for sn in nodes if sn.alive
+        )
+        if settled:
+            return True
+        if time.monotonic() >= deadline:
+            logger.warning("membership did not settle within %.0f s", timeout)
+            return False
+        await asyncio.sleep(0.05)
+
+
+def metric_row(
+    sn: SimNode, epoch: int, record: Any, event: str | None, started: float
+) -> dict[str, Any]:
+    """One ``metrics.jsonl`` line for node ``sn`` at ``epoch``."""
+    row: dict[str, Any] = {
+        "node": sn.id,
+        "index": sn.index,
+        "epoch": epoch,
+        "alive": sn.alive,
+        "event": event,
+    }
+    if record is None:
+        mode = sn.ns.mode.value if sn.alive else None
+        row.update(accuracy=None, loss=None, train_loss=None, mode=mode, merged_from=[])
+        row.update(bytes_sent=0, bytes_received=0, wall_s=time.monotonic() - started, peers=0)
+        return row
+    row.update(
+        accuracy=record.val_accuracy,
+        loss=record.val_loss,
+        train_loss=record.train_loss,
+        mode=record.mode,
+        merged_from=list(record.merged_from),
+        bytes_sent=record.bytes_sent,
+        bytes_received=record.bytes_received,
+        wall_s=record.wall_s,
+        peers=record.peers,
+        version=record.version,
+    )
+    return row

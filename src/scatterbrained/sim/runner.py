@@ -1,0 +1,186 @@
+"""Run a simulation end to end and write its run folder.
+
+A run folder holds ``config.json`` (everything needed to reproduce the run),
+``metrics.jsonl`` (one line per node per epoch), ``summary.json``, ``accuracy.png`` and
+``topology.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import SimConfig
+from .experiment import Experiment
+
+__all__ = ["RunResult", "run_simulation", "summarize"]
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a simulation produced.
+
+    Attributes:
+        out: the run folder.
+        summary: the contents of ``summary.json``.
+        metrics: the rows of ``metrics.jsonl``.
+        plots: paths of the PNG plots.
+    """
+
+    out: Path
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    plots: tuple[Path, ...]
+
+
+def default_out(root: str | Path = "runs") -> Path:
+    """A fresh run folder name under ``root``: ``runs/<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{stamp}-{suffix}"
+    return path
+
+
+def run_simulation(
+    config: SimConfig,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run the simulation ``config`` describes and write its run folder.
+
+    Args:
+        config: the experiment.
+        on_epoch: called after each epoch with its number and metric rows (progress).
+        on_status: called with short status lines ("loading data", "baseline", ...).
+
+    Returns:
+        The run's folder, summary, metrics and plot paths.
+
+    Raises:
+        ConfigurationError: an invalid setting found while building the experiment.
+        DatasetNotFoundError: the dataset is not installed (the message says how).
+    """
+    status = on_status or (lambda _msg: None)
+    _set_threads(config.threads)
+    out = Path(config.out) if config.out else default_out()
+    config = config.replace(out=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    status(f"loading {config.dataset}")
+    exp = Experiment.load(config)
+    started = time.monotonic()
+    status(f"running {config.nodes} nodes ({config.backend} backend)")
+    if config.backend == "process":
+        from .processes import run_processes
+
+        rows = run_processes(exp, out, on_epoch)
+    else:
+        from .inprocess import run_in_process
+
+        rows = asyncio.run(run_in_process(exp, out, on_epoch))
+    wall = time.monotonic() - started
+    _write_jsonl(out / "metrics.jsonl", rows)
+    centralized = local_only = None
+    if config.centralized:
+        status("training the centralized baseline")
+        centralized = exp.centralized_accuracy()
+    if config.local_only:
+        status("training every node alone (local-only baseline)")
+        local_only = exp.local_only_accuracies()
+    summary = summarize(config, rows, wall, centralized, local_only)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    status("drawing plots")
+    plots = _plots(exp, rows, out, centralized)
+    return RunResult(out, summary, rows, plots)
+
+
+def summarize(
+    config: SimConfig,
+    rows: Sequence[dict[str, Any]],
+    wall_s: float,
+    centralized: float | None = None,
+    local_only: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Build ``summary.json`` from the metric rows (final accuracy of each node alive at the end)."""
+    final: dict[str, float] = {}
+    for row in rows:
+        if row["epoch"] == config.epochs and row.get("accuracy") is not None:
+            final[row["node"]] = float(row["accuracy"])
+    values = list(final.values())
+    events = [
+        {"node": r["node"], "epoch": r["epoch"], "event": r["event"]}
+        for r in rows
+        if r.get("event")
+    ]
+    summary: dict[str, Any] = {
+        "nodes": config.nodes,
+        "epochs": config.epochs,
+        "dataset": config.dataset,
+        "topology": config.topology,
+        "backend": config.backend,
+        "nodes_finished": len(values),
+        "mean_accuracy": sum(values) / len(values) if values else None,
+        "min_accuracy": min(values) if values else None,
+        "max_accuracy": max(values) if values else None,
+        "centralized_accuracy": centralized,
+        "wall_s": round(wall_s, 3),
+        "bytes_total": int(sum(r.get("bytes_sent") or 0 for r in rows)),
+        "events": events,
+    }
+    if local_only is not None:
+        summary["local_only_mean_accuracy"] = sum(local_only) / len(local_only)
+    return summary
+
+
+def _plots(
+    exp: Experiment, rows: list[dict[str, Any]], out: Path, centralized: float | None
+) -> tuple[Path, ...]:
+    from .plots import plot_accuracy, plot_topology
+
+    config = exp.config
+    accuracy = plot_accuracy(
+        rows,
+        out / "accuracy.png",
+        centralized=centralized,
+        title=f"{config.nodes} nodes, {config.topology}, {config.dataset}",
+    )
+    last = {r["node"]: r for r in rows if r["epoch"] == config.epochs}
+    dead = [n for n, r in last.items() if not r["alive"]]
+    alive = [n for n in exp.ids if n not in dead]
+    modes = {
+        n: (last[n]["mode"] if n in last and last[n]["mode"] else exp.mode_of(i))
+        for i, n in enumerate(exp.ids)
+    }
+    edges = exp.topology().edges(alive, epoch=config.epochs)
+    topology = plot_topology(
+        exp.ids, edges, modes, out / "topology.png", title=f"Topology: {config.topology}", dead=dead
+    )
+    return accuracy, topology
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+def _set_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is needed by the bundled models
+        return
+    torch.set_num_threads(max(1, threads))

@@ -1,0 +1,224 @@
+"""Drawing helpers of :func:`scatterbrained.sim.plots.plot_topology`: layout, edges, nodes.
+
+Everything here draws onto a given :class:`matplotlib.axes.Axes`; nothing touches ``pyplot``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch, Patch
+
+from ..errors import ConfigurationError
+from ..types import OperatingMode
+
+__all__ = [
+    "DEAD_COLOUR",
+    "MODE_COLOURS",
+    "checked_edges",
+    "draw_edges",
+    "draw_labels",
+    "draw_nodes",
+    "layout",
+    "topology_legend",
+]
+
+#: Face colour of each operating mode, shared by both plots.
+MODE_COLOURS: Mapping[str, str] = MappingProxyType(
+    {
+        OperatingMode.PEER.value: "#1f77b4",
+        OperatingMode.SEEDING.value: "#2ca02c",
+        OperatingMode.LEECHING.value: "#ff7f0e",
+        OperatingMode.OFFLINE.value: "#3b3b3b",
+    }
+)
+#: Face colour of dead (killed, not restarted) nodes; they are also hatched.
+DEAD_COLOUR = "#d0d0d0"
+_CIRCULAR_MAX_NODES = 32
+
+
+def layout(graph: nx.Graph, seed: int) -> dict[str, tuple[float, float]]:
+    """Place the nodes: deterministic for the same graph (same node order) and seed.
+
+    Up to 32 nodes: a circle, with nodes linked to every other node (a star's hubs) on an
+    inner circle or in the middle. More nodes: a spring layout seeded with ``seed``.
+
+    Returns:
+        node -> (x, y) in layout units (roughly ``[-1, 1]``).
+    """
+    count = graph.number_of_nodes()
+    hubs = [node for node, degree in graph.degree() if degree == count - 1]
+    if count <= _CIRCULAR_MAX_NODES and 0 < len(hubs) < count - 1:
+        rest = [node for node in graph if node not in hubs]
+        positions = nx.shell_layout(graph, nlist=[hubs, rest])  # a star: hubs in the middle
+    elif count <= _CIRCULAR_MAX_NODES:
+        positions = nx.circular_layout(graph)
+    else:
+        positions = nx.spring_layout(graph, seed=seed)
+    return {str(node): (float(xy[0]), float(xy[1])) for node, xy in positions.items()}
+
+
+def checked_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Return the edges as a set of ``(source, target)`` without self-loops.
+
+    Raises:
+        ConfigurationError: an edge names a node that is not in ``nodes``.
+    """
+    known = set(nodes)
+    checked = set()
+    for source, target in edges:
+        if source not in known or target not in known:
+            raise ConfigurationError(
+                f"edge ({source!r}, {target!r}) names a node that is not in the node list; "
+                "pass every endpoint in nodes"
+            )
+        if source != target:
+            checked.add((source, target))
+    return checked
+
+
+def _edge_style(source: str, target: str, dead: Collection[str]) -> dict[str, Any]:
+    """Edges touching a dead node are faint and dashed."""
+    if source in dead or target in dead:
+        return {"color": "#c8c8c8", "linestyle": "--"}
+    return {"color": "#8a8a8a", "linestyle": "-"}
+
+
+def draw_edges(
+    ax: Axes,
+    pos: Mapping[str, tuple[float, float]],
+    edges: set[tuple[str, str]],
+    dead: Collection[str],
+    node_size: float,
+) -> tuple[bool, int]:
+    """Draw edges, as arrows only when some edge has no reverse.
+
+    Returns:
+        Whether arrows were drawn, and the number of edges drawn (pairs when undirected).
+    """
+    directed = any((target, source) not in edges for source, target in edges)
+    if not directed:
+        pairs = sorted({(min(edge), max(edge)) for edge in edges})
+        for faint in (False, True):
+            chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
+            style = _edge_style(*chosen[0], dead) if chosen else {}
+            segments = [(pos[a], pos[b]) for a, b in chosen]
+            ax.add_collection(
+                LineCollection(
+                    segments,
+                    colors=style.get("color"),
+                    linestyles=style.get("linestyle", "-"),
+                    linewidths=1.0,
+                    zorder=1,
+                )
+            )
+        return False, len(pairs)
+    shrink = (node_size**0.5) / 2 + 2  # points: marker radius plus a gap
+    for source, target in sorted(edges):
+        curved = (target, source) in edges  # bend both ways so the two arrows stay apart
+        ax.add_patch(
+            FancyArrowPatch(
+                pos[source],
+                pos[target],
+                arrowstyle="-|>",
+                mutation_scale=12,
+                linewidth=0.9,
+                shrinkA=shrink,
+                shrinkB=shrink,
+                zorder=1,
+                connectionstyle="arc3,rad=0.12" if curved else "arc3,rad=0",
+                **_edge_style(source, target, dead),
+            )
+        )
+    return True, len(edges)
+
+
+def draw_labels(
+    ax: Axes, pos: Mapping[str, tuple[float, float]], node_size: float, fontsize: float
+) -> None:
+    """Write each name just outside its node, pointing away from the layout's centre."""
+    centre = np.mean(np.array(list(pos.values())), axis=0)
+    radius = (node_size**0.5) / 2 + 3  # points
+    for node, (x, y) in pos.items():
+        direction = np.array([x, y]) - centre
+        length = float(np.hypot(*direction))
+        dx, dy = (direction / length) if length > 1e-9 else (0.0, -1.0)
+        ax.annotate(
+            node,
+            (x, y),
+            xytext=(dx * radius, dy * radius),
+            textcoords="offset points",
+            ha="left" if dx > 0.3 else "right" if dx < -0.3 else "center",
+            va="bottom" if dy > 0.3 else "top" if dy < -0.3 else "center",
+            fontsize=fontsize,
+            bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.75, "lw": 0},
+        )
+
+
+def draw_nodes(
+    ax: Axes,
+    pos: Mapping[str, tuple[float, float]],
+    modes: Mapping[str, str],
+    dead: Collection[str],
+    node_size: float,
+) -> None:
+    """Draw live nodes filled with their mode's colour and dead ones grey and hatched.
+
+    ``node_size`` is the marker area in points squared; ``modes`` holds parsed mode names.
+    """
+    for mode, colour in MODE_COLOURS.items():
+        alive = [
+            node for node, node_mode in modes.items() if node_mode == mode and node not in dead
+        ]
+        if alive:
+            xy = np.array([pos[node] for node in alive])
+            ax.scatter(
+                xy[:, 0],
+                xy[:, 1],
+                s=node_size,
+                color=colour,
+                edgecolors="white",
+                linewidths=1.2,
+                zorder=3,
+            )
+    gone = [node for node in modes if node in dead]
+    if gone:
+        xy = np.array([pos[node] for node in gone])
+        ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=node_size,
+            facecolor=DEAD_COLOUR,
+            edgecolors="#555555",
+            hatch="////",
+            linewidths=1.0,
+            zorder=3,
+        )
+
+
+def topology_legend(
+    ax: Axes, modes: Mapping[str, str], dead: Collection[str], directed: bool
+) -> None:
+    """Legend right of the axes: one entry per mode and for dead nodes, with counts."""
+    handles: list[Patch | Line2D] = []
+    for mode, colour in MODE_COLOURS.items():
+        count = sum(1 for node, m in modes.items() if m == mode and node not in dead)
+        handles.append(Patch(facecolor=colour, label=f"{mode} ({count})"))
+    handles.append(
+        Patch(
+            facecolor=DEAD_COLOUR,
+            edgecolor="#555555",
+            hatch="////",
+            label=f"dead ({sum(1 for node in modes if node in dead)})",
+        )
+    )
+    edge_kind = "directed edges" if directed else "undirected edges"
+    handles.append(Line2D([], [], color="#9a9a9a", label=edge_kind))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=11)

@@ -1,0 +1,583 @@
+"""ZeroMQ transport: one ROUTER socket in, one DEALER socket per peer out, optional CurveZMQ.
+
+Every transport owns its own ``zmq.asyncio.Context`` (terminated on close), so the ZAP
+authentication endpoint, which libzmq keeps per context, belongs to this transport alone.
+
+Queues are bounded. ZeroMQ's high-water marks count whole multipart messages per connection
+(libzmq 4.x), not bytes: memory held for one peer is at most ``hwm`` times the size of the
+messages queued, and each inbound frame is at most ``max_frame_bytes`` (libzmq drops the
+connection of a peer that sends a larger frame; the peer reconnects by itself).
+
+Outgoing DEALERs use ``ZMQ_IMMEDIATE``: nothing is queued for a peer that is not connected,
+so :meth:`ZmqTransport.send` to an unreachable peer waits at most the send timeout and
+returns ``False`` instead of filling memory. A send that times out also closes that peer's
+connection (discarding what was queued for it); the next send dials afresh. This matters with
+CurveZMQ: libzmq never redials after the server refused the client's key, so a peer that
+allow-lists us later is reached again only through a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from ..errors import ConfigurationError, SecurityError, TransportError
+from .base import Envelope, Frame, TransportStats
+from .security import KeyPair, KeyPolicy, ZapHandler, validate_key
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_RECV_HWM",
+    "DEFAULT_SEND_HWM",
+    "ZmqTransport",
+    "parse_tcp_address",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest inbound frame accepted, in bytes (256 MiB).
+DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+#: Messages queued per outgoing peer connection before ``send`` waits.
+DEFAULT_SEND_HWM = 32
+#: Messages queued per inbound peer connection before that peer is slowed down.
+DEFAULT_RECV_HWM = 64
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::"})
+_ZAP_DOMAIN = b"scatterbrained"
+_SELF_CHECK_TIMEOUT = 2.0
+_DEALER_MAX_INBOUND = 1024  # DEALERs never read; a peer writing to them is cut off.
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def parse_tcp_address(address: str) -> tuple[str, int] | None:
+    """Return ``(host, port)`` of ``tcp://host:port``, or ``None`` when malformed.
+
+    Only ``tcp://`` is accepted (never ``inproc://`` or ``ipc://``, which would reach this
+    process's own endpoints); IPv6 hosts are written in brackets.
+    """
+    if not isinstance(address, str) or not address.startswith("tcp://"):
+        return None
+    host, sep, port_text = address[len("tcp://") :].rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or host == "*" or any(c in host for c in "/;@[] \t"):
+        return None
+    return host, int(port_text)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _nbytes(frames: Sequence[Frame]) -> int:
+    return sum(memoryview(frame).nbytes for frame in frames)
+
+
+async def _settle(future: asyncio.Future[Any], timeout: float | None) -> bool:
+    """Wait for a socket future; True when it succeeded, False when it timed out or failed.
+
+    The caller's own cancellation propagates (and cancels ``future``); the future being
+    cancelled because its socket was closed does not.
+    """
+    if not future.done():
+        try:
+            await asyncio.wait({future}, timeout=timeout)
+        finally:
+            if not future.done():
+                future.cancel()
+    if future.cancelled():
+        return False
+    exc = future.exception()
+    if exc is None:
+        return True
+    if isinstance(exc, zmq.ZMQError):
+        logger.debug("socket operation failed: %s", exc)
+        return False
+    raise exc
+
+
+class ZmqTransport:
+    """The real transport over ZeroMQ TCP sockets.
+
+    Args:
+        host: interface to bind (``"0.0.0.0"`` for all IPv4 interfaces).
+        port: TCP port to bind; ``None`` or ``0`` picks a free one (see :attr:`bound_port`).
+        keys: this node's CurveZMQ key pair; enables encryption and authentication.
+        allowed_keys: client public keys allowed to connect (needs ``keys``); ``None``
+            accepts any key that completes the CURVE handshake (still encrypted, and the
+            key is reported as :attr:`Envelope.peer_key`). Change later with
+            :meth:`allow_key` / :meth:`deny_key`.
+        max_frame_bytes: largest inbound frame in bytes; a peer sending more is disconnected.
+        send_hwm: messages queued per outgoing peer connection.
+        recv_hwm: messages queued per inbound peer connection.
+        send_timeout: seconds ``send`` waits while a peer's queue is full (or it is not
+            connected) before dropping the message.
+        heartbeat_ivl: seconds between ZMTP heartbeats.
+        heartbeat_timeout: seconds without traffic after which a connection is dropped.
+        reconnect_ivl: first reconnection delay in seconds.
+        reconnect_ivl_max: longest reconnection delay in seconds (exponential back-off).
+        advertise_host: host put in :attr:`address` (what peers should dial); defaults to
+            ``host``, or ``127.0.0.1`` when ``host`` is a wildcard.
+
+    Raises:
+        ConfigurationError: a number is out of range, or ``allowed_keys`` without ``keys``.
+        SecurityError: a key is malformed.
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int | None = None,
+        *,
+        keys: KeyPair | None = None,
+        allowed_keys: Iterable[str] | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        send_hwm: int = DEFAULT_SEND_HWM,
+        recv_hwm: int = DEFAULT_RECV_HWM,
+        send_timeout: float = 5.0,
+        heartbeat_ivl: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+        reconnect_ivl: float = 0.1,
+        reconnect_ivl_max: float = 5.0,
+        advertise_host: str | None = None,
+    ) -> None:
+        _check_settings(host, port, max_frame_bytes, send_hwm, recv_hwm)
+        for name, value in (
+            ("send_timeout", send_timeout),
+            ("heartbeat_ivl", heartbeat_ivl),
+            ("heartbeat_timeout", heartbeat_timeout),
+            ("reconnect_ivl", reconnect_ivl),
+            ("reconnect_ivl_max", reconnect_ivl_max),
+        ):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
+        if allowed_keys is not None and keys is None:
+            raise ConfigurationError(
+                "allowed_keys needs keys: pass keys=KeyPair.generate() (or KeyPair.load(path))"
+            )
+        self._host = host
+        self._port = port or 0
+        self._keys = keys
+        self._policy = KeyPolicy(None if allowed_keys is None else set(allowed_keys))
+        self._max_frame_bytes = max_frame_bytes
+        self._send_hwm = send_hwm
+        self._recv_hwm = recv_hwm
+        self._send_timeout = send_timeout
+        self._heartbeat = (_ms(heartbeat_ivl), _ms(heartbeat_timeout))
+        self._reconnect = (_ms(reconnect_ivl), _ms(max(reconnect_ivl, reconnect_ivl_max)))
+        self._advertise_host = advertise_host
+        self._stats = TransportStats()
+        self._context: zmq.asyncio.Context | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._zap: ZapHandler | None = None
+        self._dealers: dict[str, tuple[zmq.asyncio.Socket, str | None]] = {}
+        self._bound_port: int | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def address(self) -> str:
+        """The address peers should dial, ``tcp://host:port``.
+
+        Raises:
+            TransportError: the transport is not started.
+        """
+        port = self._require_port()
+        host = self._advertise_host or (
+            self._host if self._host not in _WILDCARD_HOSTS else "127.0.0.1"
+        )
+        return f"tcp://{_bracketed(host)}:{port}"
+
+    @property
+    def host(self) -> str:
+        """The interface the inbound socket binds to."""
+        return self._host
+
+    @property
+    def bound_port(self) -> int | None:
+        """The TCP port actually bound (``None`` before start)."""
+        return self._bound_port
+
+    @property
+    def public_key(self) -> str | None:
+        """This endpoint's CurveZMQ public key (Z85), or ``None`` without keys."""
+        return None if self._keys is None else self._keys.public
+
+    @property
+    def allowed_keys(self) -> frozenset[str] | None:
+        """The allow-list of client keys, or ``None`` when any authenticated key is accepted."""
+        return self._policy.allowed
+
+    @property
+    def stats(self) -> TransportStats:
+        """Message and byte counters (``extra`` holds drop reasons)."""
+        return self._stats
+
+    # ----------------------------------------------------------------- allow-list
+
+    def allow_key(self, key: str) -> None:
+        """Accept connections from ``key`` (new connections; takes effect at once for recv).
+
+        Raises:
+            SecurityError: keys are not configured, or the key is malformed.
+        """
+        self._require_keys()
+        self._policy.allow(key)
+
+    def deny_key(self, key: str) -> None:
+        """Refuse ``key``: new connections fail and messages on open ones are dropped.
+
+        Raises:
+            SecurityError: keys are not configured, or the key is malformed.
+        """
+        self._require_keys()
+        self._policy.deny(key)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind the inbound ROUTER (after starting the ZAP handler when keys are configured).
+
+        With keys, a self-check then dials the socket with an unknown key and requires it to
+        be refused. Calling ``start`` on a started transport does nothing.
+
+        Raises:
+            TransportError: the address cannot be bound, or the transport was closed.
+            SecurityError: keys are configured but authentication is not enforced.
+        """
+        if self._closed:
+            raise TransportError("this transport is closed; create a new ZmqTransport")
+        if self._router is not None:
+            return
+        self._context = zmq.asyncio.Context()
+        try:
+            if self._keys is not None:
+                self._zap = self._start_zap_handler()
+            self._router = self._bind_router()
+            if self._keys is not None:
+                await self._check_authentication_enforced()
+        except BaseException:
+            await self._release()
+            raise
+        logger.debug("transport bound at %s", self.address)
+
+    async def close(self) -> None:
+        """Close all sockets (linger 0) and terminate the context. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._release()
+
+    async def __aenter__(self) -> ZmqTransport:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- messaging
+
+    async def send(
+        self,
+        address: str,
+        frames: Sequence[Frame],
+        *,
+        server_key: str | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Queue one multipart message for the peer at ``address`` (zero-copy).
+
+        Never raises for an unreachable, slow or malformed peer: such messages are dropped,
+        counted (``stats.send_dropped`` or ``stats.extra``) and ``False`` is returned.
+
+        Args:
+            address: the peer's inbound address, ``tcp://host:port``.
+            frames: the frames; the caller must not mutate them afterwards.
+            server_key: the peer's public key (Z85); required when keys are configured.
+            timeout: seconds to wait for room in the peer's queue; ``None`` uses
+                ``send_timeout``.
+
+        Returns:
+            ``True`` when queued, ``False`` when dropped.
+
+        Raises:
+            TransportError: not started or closed, or ``frames`` is empty.
+            SecurityError: keys are configured and ``server_key`` is missing.
+        """
+        self._require_router()
+        if not frames:
+            raise TransportError("cannot send an empty message: pass at least one frame")
+        if self._keys is not None and server_key is None:
+            raise SecurityError(
+                f"sending to {address} needs the peer's public key (server_key=...) "
+                "because this transport uses CurveZMQ keys"
+            )
+        sock = self._dealer_for(address, server_key)
+        if sock is None:
+            return False
+        wait = self._send_timeout if timeout is None else max(0.0, timeout)
+        sending = asyncio.ensure_future(sock.send_multipart(list(frames), copy=False))
+        if not await _settle(sending, wait):
+            self._stats.send_dropped += 1
+            logger.debug("dropped a message to %s: queue full or not connected", address)
+            self._discard_dealer(address, sock)
+            return False
+        self._stats.messages_out += 1
+        self._stats.bytes_out += _nbytes(frames)
+        return True
+
+    async def recv(self) -> Envelope:
+        """Wait for and return the next inbound message (cancellable).
+
+        Raises:
+            TransportError: not started, or closed while waiting.
+        """
+        while True:
+            router = self._require_router()
+            future = asyncio.ensure_future(router.recv_multipart(copy=False))
+            if not await _settle(future, None):
+                raise TransportError("the transport was closed while receiving")
+            envelope = self._envelope_from(future.result())
+            if envelope is not None:
+                return envelope
+
+    def forget(self, address: str) -> None:
+        """Close the outgoing connection to ``address`` if any (linger 0)."""
+        entry = self._dealers.pop(address, None)
+        if entry is not None:
+            entry[0].close(linger=0)
+
+    # ----------------------------------------------------------------- internals
+
+    def _count(self, reason: str) -> None:
+        self._stats.extra[reason] = self._stats.extra.get(reason, 0) + 1
+
+    def _require_keys(self) -> None:
+        if self._keys is None:
+            raise SecurityError("this transport has no keys; pass keys=KeyPair.generate()")
+
+    def _require_port(self) -> int:
+        if self._bound_port is None:
+            raise TransportError("the transport is not started; use 'async with transport:'")
+        return self._bound_port
+
+    def _require_router(self) -> zmq.asyncio.Socket:
+        if self._router is None:
+            state = "closed" if self._closed else "not started"
+            raise TransportError(f"the transport is {state}; use 'async with transport:'")
+        return self._router
+
+    def _start_zap_handler(self) -> ZapHandler | None:
+        assert self._context is not None
+        handler = ZapHandler(self._context, self._policy)
+        handler.start()
+        return handler
+
+    def _configure(self, sock: zmq.asyncio.Socket, send_hwm: int, recv_hwm: int) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, send_hwm)
+        sock.setsockopt(zmq.RCVHWM, recv_hwm)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat[0])
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat[1])
+        sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat[1])
+        sock.setsockopt(zmq.RECONNECT_IVL, self._reconnect[0])
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect[1])
+
+    def _bind_router(self) -> zmq.asyncio.Socket:
+        assert self._context is not None
+        sock = self._context.socket(zmq.ROUTER)
+        self._configure(sock, self._send_hwm, self._recv_hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
+        if ":" in self._host:
+            sock.setsockopt(zmq.IPV6, 1)
+        if self._keys is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._keys.secret.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._keys.public.encode("ascii"))
+            sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
+        endpoint = f"tcp://{_bracketed(self._host)}:{self._port}"
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(
+                f"cannot bind {endpoint}: {exc.strerror}; pick another port or pass port=None "
+                "for a free one"
+            ) from exc
+        last = sock.getsockopt(zmq.LAST_ENDPOINT)
+        self._bound_port = int(bytes(last).decode("ascii").rstrip("\x00").rpartition(":")[2])
+        return sock
+
+    def _new_dealer(self, server_key: str | None, keys: KeyPair | None) -> zmq.asyncio.Socket:
+        assert self._context is not None
+        sock = self._context.socket(zmq.DEALER)
+        self._configure(sock, self._send_hwm, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, _DEALER_MAX_INBOUND)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.IPV6, 1)
+        if keys is not None and server_key is not None:
+            sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+        return sock
+
+    def _dealer_for(self, address: str, server_key: str | None) -> zmq.asyncio.Socket | None:
+        if self._keys is None:
+            server_key = None
+        entry = self._dealers.get(address)
+        if entry is not None:
+            if entry[1] == server_key:
+                return entry[0]
+            self.forget(address)  # the peer came back with another key
+        if parse_tcp_address(address) is None:
+            self._count("send_bad_address")
+            logger.warning("not sending to %.80r: expected tcp://host:port", address)
+            return None
+        if server_key is not None:
+            try:
+                server_key = validate_key(server_key, what="peer's public key")
+            except SecurityError as exc:
+                self._count("send_bad_key")
+                logger.warning("not sending to %s: %s", address, exc)
+                return None
+        sock = self._new_dealer(server_key, self._keys)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            self._count("send_bad_address")
+            logger.warning("cannot connect to %.80r: %s", address, exc)
+            return None
+        self._dealers[address] = (sock, server_key)
+        return sock
+
+    def _discard_dealer(self, address: str, sock: zmq.asyncio.Socket) -> None:
+        """Close ``sock`` if it is still the connection to ``address``.
+
+        libzmq never redials after a refused CURVE handshake, so a connection that could
+        not take a message within the timeout is replaced by a fresh one on the next send.
+        """
+        entry = self._dealers.get(address)
+        if entry is not None and entry[0] is sock:
+            self.forget(address)
+
+    def _envelope_from(self, frames: list[zmq.Frame]) -> Envelope | None:
+        if len(frames) < 2:
+            self._count("recv_malformed")
+            return None
+        payload = frames[1:]  # frames[0] is the routing id ROUTER prepends
+        peer_key: str | None = None
+        if self._keys is not None:
+            peer_key = _user_id(payload[0])
+            if peer_key is None:
+                self._count("recv_unauthenticated")
+                logger.warning("dropped a message without an authenticated key")
+                return None
+            if not self._policy.accepts(peer_key):
+                self._count("recv_refused")
+                return None
+        views = [memoryview(frame.buffer).toreadonly() for frame in payload]
+        envelope = Envelope(frames=views, peer_key=peer_key)
+        self._stats.messages_in += 1
+        self._stats.bytes_in += envelope.nbytes
+        return envelope
+
+    def _self_check_address(self) -> str:
+        port = self._require_port()
+        if self._host in ("::",):
+            return f"tcp://[::1]:{port}"
+        host = "127.0.0.1" if self._host in _WILDCARD_HOSTS else self._host
+        return f"tcp://{_bracketed(host)}:{port}"
+
+    async def _check_authentication_enforced(self) -> None:
+        """Dial our own ROUTER with a fresh, denied key; require the handshake to be refused.
+
+        The probe sends nothing, so no message can reach ``recv``.
+        """
+        assert self._keys is not None
+        canary = KeyPair.generate()
+        self._policy.deny(canary.public)
+        probe = self._new_dealer(self._keys.public, canary)
+        monitor = probe.get_monitor_socket(_HANDSHAKE_EVENTS)
+        try:
+            probe.connect(self._self_check_address())
+            event = await asyncio.wait_for(_handshake_outcome(monitor), _SELF_CHECK_TIMEOUT)
+        except asyncio.TimeoutError:
+            event = None
+        finally:
+            probe.disable_monitor()
+            monitor.close(linger=0)
+            probe.close(linger=0)
+            self._policy.forget(canary.public)
+        if event != zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise SecurityError(
+                "authentication is not enforced: a client with an unknown CURVE key was not "
+                f"refused within {_SELF_CHECK_TIMEOUT} s (handshake event: {event}); no ZAP "
+                "handler answers in this context, so refusing to start"
+            )
+
+    async def _release(self) -> None:
+        for sock, _ in self._dealers.values():
+            sock.close(linger=0)
+        self._dealers.clear()
+        if self._router is not None:
+            self._router.close(linger=0)
+            self._router = None
+        if self._zap is not None:
+            await self._zap.stop()
+            self._zap = None
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+
+
+async def _handshake_outcome(monitor: zmq.asyncio.Socket) -> int:
+    """Return the first handshake event (the monitor is subscribed to nothing else)."""
+    message = parse_monitor_message(await monitor.recv_multipart())
+    return int(message["event"])
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    try:
+        value = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) and len(value) == 40 else None
+
+
+def _check_settings(
+    host: str, port: int | None, max_frame_bytes: int, send_hwm: int, recv_hwm: int
+) -> None:
+    if not isinstance(host, str) or not host:
+        raise ConfigurationError(f"host must be an interface name or IP, got {host!r}")
+    if port is not None and not 0 <= port < 65536:
+        raise ConfigurationError(f"port must be in 0..65535 (0/None: any free port), got {port}")
+    if max_frame_bytes < 1:
+        raise ConfigurationError(f"max_frame_bytes must be >= 1, got {max_frame_bytes}")
+    for name, value in (("send_hwm", send_hwm), ("recv_hwm", recv_hwm)):
+        if value < 1:
+            raise ConfigurationError(f"{name} must be >= 1 message, got {value}")
