@@ -432,8 +432,24 @@ class Node:
         assert self._discovery is not None
         while True:
             event = await self._discovery.next_event()
-            if event.kind.value != "lost":
+            if event.kind.value == "lost":
+                self._beacons_stopped(event.beacon.node_id, time.monotonic())
+            else:
                 self._greet_candidate(event.beacon, time.monotonic())
+
+    def _beacons_stopped(self, peer_id: str, now: float) -> None:
+        """Back-date ``peer_id``'s last sign of life to when discovery last heard it.
+
+        While its beacons came, the maintenance loop kept ``last_seen`` fresh, so counting
+        ``peer_timeout`` from the LOST event would keep a crashed peer for about two timeouts.
+        The peer is left at least two heartbeat intervals: heartbeats (Hello, want_reply)
+        probe it meanwhile, and a peer that answers stays.
+        """
+        record = self.peers.get(peer_id)
+        if record is None or self._discovery is None:
+            return
+        left = max(2 * self.heartbeat_interval, self.peer_timeout - self._discovery.peer_timeout)
+        record.last_seen = min(record.last_seen, now - self.peer_timeout + left)
 
     async def _maintenance_loop(self) -> None:
         assert self._discovery is not None

@@ -195,3 +195,136 @@ def netns_network() -> Iterator[Callable[[int], NetnsNetwork]]:
     finally:
         for network, names in made:
             _destroy(network, names)
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes in their own OS processes (tests/integration/node_script.py), driven by JSON lines.
+
+NODE_SCRIPT = Path(__file__).resolve().parent / "node_script.py"
+
+
+class NodeProcess:
+    """One ``node_script.py`` process: send it commands, read its JSON events with timeouts.
+
+    A reader thread moves stdout lines into a queue, so :meth:`expect` never blocks past its
+    timeout; stderr goes to a log file that failure messages quote.
+    """
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        import queue
+        import threading
+
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            list(argv),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._rid = 0
+        self.events: list[dict[str, object]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        """The end of the process's stderr (its log)."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def send(self, op: str, **fields: object) -> int:
+        """Send a command; returns its request id."""
+        import json
+
+        self._rid += 1
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, "rid": self._rid, **fields}) + "\n")
+        self.process.stdin.flush()
+        return self._rid
+
+    def expect(
+        self, predicate: Callable[[dict[str, object]], bool], timeout: float
+    ) -> dict[str, object]:
+        """Return the first event (seen or new) matching ``predicate``; fail after ``timeout`` s."""
+        import json
+        import queue
+        import time
+
+        for event in self.events:
+            if predicate(event):
+                self.events.remove(event)
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(0.0, left))
+            except queue.Empty:
+                line = ""
+            if line is None or line == "":
+                reason = "exited" if line is None else f"sent nothing matching in {timeout} s"
+                pytest.fail(f"node process {reason}; stderr:\n{self.stderr_tail()}")
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not one of our JSON lines
+            if predicate(event):
+                return event
+            self.events.append(event)
+
+    def call(self, op: str, wait: float, **fields: object) -> dict[str, object]:
+        """Send a command and wait (``wait`` seconds) for its reply."""
+        rid = self.send(op, **fields)
+        return self.expect(lambda e: e.get("rid") == rid, wait)
+
+    def stop(self) -> None:
+        """Ask the process to quit; kill it if it has not exited within 10 s."""
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def node_processes(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """A factory ``spawn(namespace, prefix=(), env=None) -> NodeProcess``; all stopped at teardown.
+
+    Each process runs ``node_script.py namespace`` with ``PYTHONPATH=src`` and
+    ``SCATTERBRAINED_DISCOVERY=loopback`` (``env`` overrides); ``prefix`` is put before the
+    interpreter (e.g. ``["ip", "netns", "exec", name]``).
+    """
+    spawned: list[NodeProcess] = []
+
+    def spawn(
+        namespace: str, prefix: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> NodeProcess:
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT / "src"),
+            "SCATTERBRAINED_DISCOVERY": "loopback",
+            **(env or {}),
+        }
+        argv = [*prefix, sys.executable, str(NODE_SCRIPT), namespace]
+        node = NodeProcess(argv, full_env, tmp_path / f"node{len(spawned)}.log")
+        spawned.append(node)
+        return node
+
+    try:
+        yield spawn
+    finally:
+        for node in spawned:
+            node.stop()

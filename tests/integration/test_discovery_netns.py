@@ -24,12 +24,12 @@ NODE_SCRIPT = """
 import asyncio, dataclasses, json, sys, time
 from scatterbrained.discovery import Beacon, DiscoveryScope, NamespaceAd, UdpDiscovery
 
-async def main(name: str, port: int, expected: set[str]) -> None:
-    discovery = UdpDiscovery(port, scope=DiscoveryScope.LAN, interval=0.2, peer_timeout=2.0)
+async def main(name: str, port: int, expected: set[str], scope: str) -> None:
+    discovery = UdpDiscovery(port, scope=DiscoveryScope(scope), interval=0.2, peer_timeout=2.0)
     discovery.announce(Beacon(name, "", 7000, (NamespaceAd("ns", "peer", 0),), None, 1))
     async with discovery:
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
+        while expected and time.monotonic() < deadline:
             if expected <= {b.node_id for b in discovery.candidates()}:
                 break
             await asyncio.sleep(0.05)
@@ -37,16 +37,19 @@ async def main(name: str, port: int, expected: set[str]) -> None:
         found = [dataclasses.asdict(b) for b in discovery.candidates()]
         print(json.dumps({"targets": discovery.targets, "found": found, "stats": discovery.stats}))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), set(sys.argv[3].split(","))))
+expected = set(filter(None, sys.argv[3].split(",")))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), expected, sys.argv[4]))
 """
 
 
-def run_nodes(network: Any, port: int) -> list[dict[str, Any]]:
+def run_nodes(network: Any, port: int, scopes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run one node per namespace; each waits for all others unless scopes are given."""
     names = [f"node{i}" for i in range(len(network.hosts))]
     processes = []
-    for name, host in zip(names, network.hosts, strict=True):
-        others = ",".join(n for n in names if n != name)
-        processes.append(host.python(NODE_SCRIPT, name, str(port), others))
+    for index, (name, host) in enumerate(zip(names, network.hosts, strict=True)):
+        others = ",".join(n for n in names if n != name) if scopes is None else ""
+        scope = "lan" if scopes is None else scopes[index]
+        processes.append(host.python(NODE_SCRIPT, name, str(port), others, scope))
     reports = []
     for process in processes:
         try:
@@ -79,3 +82,18 @@ def test_lan_scope_nodes_in_separate_namespaces_find_each_other(
         assert not any(
             key.startswith("dropped_") and value for key, value in report["stats"].items()
         )
+
+
+@pytest.mark.timeout(60)
+def test_loopback_scope_neither_reaches_nor_hears_another_host(
+    netns_network: Callable[[int], Any],
+) -> None:
+    # Prepare
+    network = netns_network(2)
+    # Execute
+    lan_report, loopback_report = run_nodes(network, port=47474, scopes=["lan", "loopback"])
+    # Assert
+    assert lan_report["found"] == []  # loopback beacons stayed inside their namespace
+    assert loopback_report["found"] == []
+    assert loopback_report["targets"] == [LOOPBACK_BROADCAST]
+    assert loopback_report["stats"]["dropped_not_loopback"] >= 2  # it did hear the LAN node

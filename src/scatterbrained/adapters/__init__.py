@@ -3,6 +3,7 @@
 ``import scatterbrained.adapters`` never imports torch. :class:`TorchAdapter` is loaded on first
 access (``from scatterbrained.adapters import TorchAdapter``), and :func:`adapt` only looks for
 torch in ``sys.modules``: a model cannot be an ``nn.Module`` unless torch is already imported.
+(``TorchAdapter`` is left out of ``__all__`` so that ``import *`` never needs torch.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .base import EpochResult, EvalResult, ModelAdapter, StepHook
 from .sklearn import SklearnAdapter
 
 if TYPE_CHECKING:
-    from .torch import TorchAdapter
+    from .torch import TorchAdapter as TorchAdapter
 
 __all__ = [
     "FORMAT_FACTORY",
@@ -36,7 +37,6 @@ __all__ = [
     "ModelAdapter",
     "SklearnAdapter",
     "StepHook",
-    "TorchAdapter",
     "adapt",
     "adapter_from_architecture",
     "default_registry",

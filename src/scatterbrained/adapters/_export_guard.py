@@ -23,6 +23,7 @@ Everything here is pure JSON checking; torch is imported only to resolve ATen op
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class ProgramSummary:
     constants: list[str] = field(default_factory=list)
 
 
+@functools.cache
 def _reserved_attributes() -> frozenset[str]:
     import torch
 

@@ -208,7 +208,8 @@ class SklearnAdapter:
             picked = np.clip(proba[rows, index].astype(np.float64), _EPSILON, 1.0)
             return np.asarray(-np.log(picked), dtype=np.float64)
         if self._loss_name == "zero_one":
-            return (np.asarray(est.predict(inputs)) != targets).astype(np.float64)
+            wrong: np.ndarray = np.asarray(est.predict(inputs)) != targets
+            return wrong.astype(np.float64)
         scores = np.asarray(est.decision_function(inputs), dtype=np.float64)
         if scores.ndim == 1:
             signs = np.where(index == 1, 1.0, -1.0)

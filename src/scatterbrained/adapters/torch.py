@@ -131,6 +131,7 @@ class TorchAdapter:
         if example_input is not None:
             self._example_input = example_input.detach().to("cpu").clone()
         self._architecture: Architecture | None = None
+        self._export_failed = False
         self._export_lock = threading.Lock()
 
     @property
@@ -305,25 +306,32 @@ class TorchAdapter:
         The ``torch.export`` program is built once (from a private copy of the model, so a
         training thread is never disturbed) and cached; it needs an example input, known
         after the first batch. Returns ``None`` when no example input is known yet or the
-        model cannot be exported (the reason is logged).
+        model cannot be exported (logged once; later calls do not retry).
         """
         if self._factory is not None:
             name, kwargs = self._factory
             return Architecture(format="factory", factory=name, kwargs=dict(kwargs))
-        from .torch_export import ExportedModule, export_program
+        from .torch_export import ExportedModule
 
         if isinstance(self._model, ExportedModule):
             return Architecture(format="torch.export", payload=self._model.payload)
         with self._export_lock:
-            if self._architecture is None and self._example_input is not None:
-                try:
-                    snapshot = copy.deepcopy(self._model)
-                    payload = export_program(snapshot, self._example_input)
-                except ConfigurationError as exc:
-                    _log.warning("model architecture is not exportable: %s", exc)
-                    return None
-                self._architecture = Architecture(format="torch.export", payload=payload)
+            example = self._example_input
+            if self._architecture is None and example is not None and not self._export_failed:
+                self._architecture = self._export_program(example)
+                self._export_failed = self._architecture is None
             return self._architecture
+
+    def _export_program(self, example: Tensor) -> Architecture | None:
+        from .torch_export import export_program
+
+        try:
+            snapshot = copy.deepcopy(self._model)
+            payload = export_program(snapshot, example)
+        except (ConfigurationError, RuntimeError, TypeError) as exc:
+            _log.warning("model architecture is not exportable (peers cannot sync it): %s", exc)
+            return None
+        return Architecture(format="torch.export", payload=payload)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Return ``{"optimizer": optimizer.state_dict() or None}`` for a local checkpoint."""

@@ -94,7 +94,10 @@ def _program_json(program: ExportedProgram) -> dict[str, Any]:
         serialize_example_inputs=False,
     )
     decoded: dict[str, Any] = json.loads(artifact.exported_program)
-    cleaned, _ = sanitize_program(decoded)
+    try:
+        cleaned, _ = sanitize_program(decoded)
+    except ModelSyncError as exc:
+        raise ConfigurationError(f"the exported graph would be refused by peers: {exc}") from exc
     return cleaned
 
 
@@ -103,7 +106,12 @@ def _encode_constants(program: ExportedProgram) -> dict[str, Any]:
     for name, value in program.constants.items():
         if not isinstance(value, Tensor):
             raise ConfigurationError(f"constant {name!r} is a {type(value).__name__}, not a tensor")
-        array = np.ascontiguousarray(value.detach().to("cpu").numpy())
+        array = np.array(value.detach().to("cpu").numpy(), copy=True, order="C")
+        if array.nbytes > _MAX_CONSTANT_BYTES:
+            raise ConfigurationError(
+                f"constant {name!r} has {array.nbytes} bytes (max {_MAX_CONSTANT_BYTES}); "
+                "register it as a persistent buffer so it travels with the weights"
+            )
         encoded[name] = {
             "dtype": array.dtype.name,
             "shape": list(array.shape),
@@ -112,19 +120,17 @@ def _encode_constants(program: ExportedProgram) -> dict[str, Any]:
     return encoded
 
 
-def _aliases(model: nn.Module, captured: set[str]) -> dict[str, str]:
-    by_identity: dict[int, str] = {}
-    state = model.state_dict(keep_vars=True)
-    for key in captured:
-        if key in state:
-            by_identity[id(state[key])] = key
-    aliases: dict[str, str] = {}
-    for key, tensor in state.items():
-        if key not in captured:
-            if id(tensor) not in by_identity:
-                raise ConfigurationError(f"state entry {key!r} is not captured by torch.export")
-            aliases[key] = by_identity[id(tensor)]
-    return aliases
+def _ties(model: nn.Module, captured: set[str]) -> dict[str, str]:
+    """Map every state key that shares its tensor with an earlier key to that key."""
+    first: dict[int, str] = {}
+    ties: dict[str, str] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        canonical = first.setdefault(id(tensor), key)
+        if canonical != key:
+            ties[key] = canonical
+        elif key not in captured:
+            raise ConfigurationError(f"state entry {key!r} is not captured by torch.export")
+    return ties
 
 
 def export_program(model: nn.Module, example_input: Tensor) -> bytes:
@@ -163,7 +169,7 @@ def export_program(model: nn.Module, example_input: Tensor) -> bytes:
     envelope = {
         "programs": programs,
         "state_keys": list(model.state_dict().keys()),
-        "aliases": _aliases(model, captured),
+        "aliases": _ties(model, captured),
         "constants": constants,
         "torch_version": torch.__version__,
     }
@@ -276,27 +282,35 @@ def _decode_constant(name: str, spec: object) -> Tensor:
 
 def _state_tensors(
     envelope: dict[str, Any], arrays: Mapping[str, np.ndarray], summary: ProgramSummary
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    keys = envelope.get("state_keys")
-    aliases = envelope.get("aliases")
-    if not isinstance(keys, list) or not isinstance(aliases, dict):
+) -> tuple[dict[str, Tensor], set[str]]:
+    """Build the state (original key order; tied keys share one tensor) and its parameters."""
+    raw_keys, raw_aliases = envelope.get("state_keys"), envelope.get("aliases")
+    if not isinstance(raw_keys, list) or not isinstance(raw_aliases, dict):
         raise ModelSyncError("architecture payload lacks state_keys/aliases")
-    for key in keys:
-        check_state_name(key)
-    captured = summary.parameters + summary.buffers
-    if set(keys) != set(captured) | set(aliases) or not set(aliases.values()) <= set(captured):
+    keys = [check_state_name(key) for key in raw_keys]
+    aliases = {check_state_name(k): check_state_name(v) for k, v in raw_aliases.items()}
+    canonical_keys = [key for key in keys if key not in aliases]
+    captured = set(summary.parameters) | set(summary.buffers)
+    if (
+        len(set(keys)) != len(keys)
+        or set(keys) != captured | set(aliases)
+        or not set(aliases.values()) <= set(canonical_keys)
+    ):
         raise ModelSyncError("architecture state_keys do not match the program's state")
     try:
         check_array_names(set(keys), set(arrays))
     except ConfigurationError as exc:
         raise ModelSyncError(f"weights do not fit the architecture: {exc}") from exc
-    tensors: dict[str, Tensor] = {}
-    for key in captured:
+    param_keys = {aliases.get(key, key) for key in summary.parameters}
+    base: dict[str, Tensor] = {}
+    for key in canonical_keys:
         array = np.asarray(arrays[key])
         if array.dtype.kind not in "fiub":
             raise ModelSyncError(f"array {key!r} has unsupported dtype {array.dtype}")
-        tensors[key] = torch.from_numpy(np.array(array, copy=True, order="C"))
-    return tensors, {str(k): str(v) for k, v in aliases.items()}
+        tensor = torch.from_numpy(np.array(array, copy=True, order="C"))
+        base[key] = nn.Parameter(tensor) if key in param_keys else tensor
+    state = {key: base[aliases.get(key, key)] for key in keys}
+    return state, {key for key in keys if aliases.get(key, key) in param_keys}
 
 
 def _check_placeholders(program: ExportedProgram, tensors: Mapping[str, Tensor]) -> None:
@@ -359,34 +373,21 @@ def load_program(
     payload = _payload_bytes(payload)
     envelope = _decode_envelope(payload)
     programs = envelope.get("programs")
-    if (
-        not isinstance(programs, dict)
-        or "train" not in programs
-        or set(programs)
-        - {
-            "train",
-            "eval",
-        }
-    ):
+    if not isinstance(programs, dict) or "train" not in programs or len(programs) > 2:
         raise ModelSyncError("architecture payload must hold a 'train' (and 'eval') program")
+    if set(programs) - {"train", "eval"}:
+        raise ModelSyncError("architecture payload holds programs other than 'train'/'eval'")
     checked = {mode: sanitize_program(program) for mode, program in programs.items()}
     summary = checked["train"][1]
-    for mode, (_, other) in checked.items():
-        if other != summary:
-            raise ModelSyncError(f"the {mode} program's state differs from the train program's")
+    if any(other != summary for _, other in checked.values()):
+        raise ModelSyncError("the eval program's state differs from the train program's")
     raw_constants = envelope.get("constants")
     if not isinstance(raw_constants, dict) or set(raw_constants) != set(summary.constants):
         raise ModelSyncError("architecture constants do not match the program's")
     constants = {name: _decode_constant(name, spec) for name, spec in raw_constants.items()}
-    tensors, aliases = _state_tensors(envelope, arrays, summary)
-    params = {k: nn.Parameter(t) for k, t in tensors.items() if k in summary.parameters}
-    state: dict[str, Tensor] = {**tensors, **params}
-    graphs = {mode: _build_graph(prog, state, constants) for mode, (prog, _) in checked.items()}
+    state, parameters = _state_tensors(envelope, arrays, summary)
+    captured = {key: state[key] for key in summary.parameters + summary.buffers}
+    graphs = {mode: _build_graph(prog, captured, constants) for mode, (prog, _) in checked.items()}
     graphs.setdefault("eval", graphs["train"])
-    ordered: dict[str, Tensor] = {}
-    for key in envelope["state_keys"]:
-        ordered[key] = state[aliases.get(key, key)]
-    ordered.update(constants)
-    parameters = {key for key in ordered if aliases.get(key, key) in summary.parameters}
-    module = ExportedModule(graphs, ordered, parameters, set(envelope["state_keys"]), payload)
+    module = ExportedModule(graphs, {**state, **constants}, parameters, set(state), payload)
     return module.to(device)

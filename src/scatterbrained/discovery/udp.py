@@ -8,7 +8,8 @@ by the unit tests with several receivers.
 
 Scopes (see :class:`~.base.DiscoveryScope`):
 
-* ``LOOPBACK``: beacons go to 127.255.255.255 only and never leave the machine.
+* ``LOOPBACK``: beacons go to 127.255.255.255 only and never leave the machine; beacons
+  from other hosts (the socket hears LAN broadcasts too) are dropped.
 * ``LAN``: beacons go to the broadcast address of each IPv4 interface that is up, has a
   broadcast address and is not loopback (read with the ``SIOCGIFBRDADDR`` ioctl), and to
   127.255.255.255 so nodes on the same host find each other. The limited broadcast address
@@ -173,7 +174,7 @@ class UdpDiscovery:
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks = TaskSet(f"udp-discovery:{port}")
         self._wake: asyncio.Event | None = None
-        self._lan_targets: list[str] = []
+        self._lan_targets: list[str] | None = None  # None: not read yet
         self._lan_checked_at = -float("inf")
         self._last_send = -float("inf")
         self._started = False
@@ -199,7 +200,8 @@ class UdpDiscovery:
         """Counters: ``received``, ``sent``, ``send_errors``, ``dropped_<reason>``, ``ignored_own``.
 
         Drop reasons: ``too_large``, ``bad_magic``, ``malformed``, ``bad_mode``,
-        ``duplicate_namespace`` (bad datagrams), ``table_full``, ``stale_session``, ``queue_full``.
+        ``duplicate_namespace`` (bad datagrams), ``not_loopback`` (a datagram from another host
+        in loopback scope), ``internal``, ``table_full``, ``stale_session``, ``queue_full``.
         """
         merged = self._stats + self._table.stats
         return {"received": 0, "sent": 0, **merged}
@@ -215,10 +217,10 @@ class UdpDiscovery:
         if now - self._lan_checked_at >= _LAN_REFRESH_S:
             self._lan_checked_at = now
             found = lan_broadcast_addresses(self._interfaces)
-            if not found and self._lan_targets != found:
+            if not found and self._lan_targets != []:
                 logger.warning("LAN discovery: no broadcast-capable interface; loopback only")
             self._lan_targets = found
-        return [*self._lan_targets, LOOPBACK_BROADCAST]
+        return [*(self._lan_targets or []), LOOPBACK_BROADCAST]
 
     def announce(self, beacon: Beacon | None) -> None:
         """Set what this node announces from now on; ``None`` makes it silent.
@@ -346,6 +348,9 @@ class UdpDiscovery:
 
     def _on_datagram(self, data: bytes, source: str) -> None:
         self._stats["received"] += 1
+        if self._scope is DiscoveryScope.LOOPBACK and not source.startswith("127."):
+            self._stats["dropped_not_loopback"] += 1  # the socket also hears LAN broadcasts
+            return
         try:
             beacon = decode_beacon(data)
         except WireError as exc:

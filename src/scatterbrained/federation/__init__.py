@@ -17,7 +17,7 @@ from .aggregation import (
     TrimmedMean,
     aggregator_from_spec,
 )
-from .gossip import ReceivedUpdate, RoundCollector, UpdateBuffer, UpdateBufferStats
+from .rounds import StoredUpdate, UpdateStore
 from .modes import ModeController, ModeSwitch
 from .policies import (
     AfterEpochs,
@@ -71,14 +71,12 @@ __all__ = [
     "Policy",
     "PolicyState",
     "RandomRegular",
-    "ReceivedUpdate",
     "Ring",
-    "RoundCollector",
     "Star",
     "Topology",
+    "StoredUpdate",
     "TrimmedMean",
-    "UpdateBuffer",
-    "UpdateBufferStats",
+    "UpdateStore",
     "ValidationThreshold",
     "after_epochs",
     "aggregator_from_spec",

@@ -57,6 +57,10 @@ class SpecParams:
             f"{self._kind} {self._name!r} needs parameter {key!r} (e.g. '{self._name}:{key}=...')"
         )
 
+    def has(self, key: str) -> bool:
+        """Return ``True`` when ``key`` was given (even as ``none``)."""
+        return key in self._raw
+
     def optional_integer(self, key: str) -> int | None:
         """Return the integer value of ``key``, or ``None`` when absent.
 

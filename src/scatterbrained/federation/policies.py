@@ -283,7 +283,7 @@ def _validation_from_params(p: SpecParams) -> ValidationThreshold:
         accuracy=p.optional_number("accuracy"),
         loss=p.optional_number("loss"),
         then=p.mode("then", OperatingMode.PEER),
-        before=p.mode("before", OperatingMode.LEECHING),
+        before=p.optional_mode("before") if p.has("before") else OperatingMode.LEECHING,
     )
 
 

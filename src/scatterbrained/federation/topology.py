@@ -9,7 +9,7 @@ means ``a`` sends its parameters to ``b``. There are never self-loops.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -342,14 +342,13 @@ class Graph(_EdgeRule):
 
 
 def _graph_from_params(p: SpecParams) -> Graph:
-    directed = p.flag("directed", False)
     pairs = []
-    for item in p.texts("edges") or []:
-        a, sep, b = item.replace("->", "-").replace(">", "-").partition("-")
+    for item in p.texts("edges") or []:  # ids may contain '-', so edges are 'a>b' or 'a~b'
+        a, sep, b = item.replace("->", ">").replace("~", ">").partition(">")
         if not sep:
-            raise ConfigurationError(f"graph edge must look like 'a-b' or 'a>b', got {item!r}")
+            raise ConfigurationError(f"graph edge must look like 'a>b' or 'a~b', got {item!r}")
         pairs.append((a.strip(), b.strip()))
-    return Graph(pairs, directed=directed)
+    return Graph(pairs, directed=p.flag("directed", False))
 
 
 def _groups_from_params(p: SpecParams) -> list[list[str]] | None:
@@ -363,7 +362,7 @@ def _groups_from_params(p: SpecParams) -> list[list[str]] | None:
     raise ConfigurationError(f"neighbourhoods groups must be 'a+b|c+d' or lists, got {value!r}")
 
 
-_FACTORIES = {
+_FACTORIES: dict[str, Callable[[SpecParams], Topology]] = {
     "fully-connected": lambda p: FullyConnected(),
     "star": lambda p: Star(center=p.optional_text("center")),
     "ring": lambda p: Ring(bidirectional=p.flag("bidirectional", True)),
@@ -374,11 +373,8 @@ _FACTORIES = {
     ),
     "graph": _graph_from_params,
 }
-_ALIASES = {
-    "full": "fully-connected",
-    "complete": "fully-connected",
-    "neighborhoods": "neighbourhoods",
-}
+_FACTORIES["full"] = _FACTORIES["complete"] = _FACTORIES["fully-connected"]
+_FACTORIES["neighborhoods"] = _FACTORIES["neighbourhoods"]
 
 
 def topology_from_spec(spec: str | Mapping[str, Any] | Topology) -> Topology:
@@ -387,7 +383,8 @@ def topology_from_spec(spec: str | Mapping[str, Any] | Topology) -> Topology:
     Examples: ``"fully-connected"``, ``"ring"``, ``"ring:bidirectional=false"``, ``"star"``,
     ``"star:center=node-0"``, ``"grid:cols=4"``, ``"random-regular:k=4,seed=1,redraw_every=5"``,
     ``"neighbourhoods:hubs=a|b"``, ``"neighbourhoods:groups=a+x+y|b+z"``,
-    ``"graph:edges=a-b|b-c,directed=false"``, or ``{"name": "grid", "cols": 4}``.
+    ``"graph:edges=a~b|b>c,directed=false"`` (``directed=true``: one-way), or
+    ``{"name": "grid", "cols": 4}``.
 
     Raises:
         ConfigurationError: unknown name (the closest valid name is suggested), unknown
@@ -395,6 +392,4 @@ def topology_from_spec(spec: str | Mapping[str, Any] | Topology) -> Topology:
     """
     if isinstance(spec, Topology) and not isinstance(spec, (str, Mapping)):
         return spec
-    factories = dict(_FACTORIES)
-    factories.update({alias: _FACTORIES[name] for alias, name in _ALIASES.items()})
-    return build_from_spec(spec, "topology", factories)
+    return build_from_spec(spec, "topology", _FACTORIES)

@@ -73,6 +73,7 @@ class SimConfig:
         backend: ``memory``, ``zmq`` or ``process``.
         sync: synchronous rounds (reproducible in the memory backend) instead of gossip.
         round_timeout: seconds a round waits for neighbours.
+        share_every: federate every this many optimizer steps instead of once per epoch.
         batch_size: training batch size.
         lr: Adam learning rate.
         seed: seed of everything (data split, model init, topology, churn).
@@ -102,6 +103,7 @@ class SimConfig:
     backend: str = "memory"
     sync: bool = True
     round_timeout: float = 30.0
+    share_every: int | None = None
     batch_size: int = 32
     lr: float = 0.003
     seed: int = 0
@@ -225,6 +227,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "nodes": (int,),
     "epochs": (int,),
     "hidden": (int,),
+    "share_every": (int,),
     "batch_size": (int,),
     "seed": (int,),
     "threads": (int,),

@@ -143,6 +143,7 @@ class Experiment:
             "aggregator": aggregator_from_spec(self.config.aggregator),
             "sync": self.config.sync,
             "round_timeout": self.config.round_timeout,
+            "share_every": self.config.share_every,
         }
         if key in self.config.policies:
             options["policy"] = policy_from_spec(self.config.policies[key])

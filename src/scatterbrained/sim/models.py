@@ -155,7 +155,10 @@ def build_model(name: str, *, seed: int | None = None, **kwargs: Any) -> nn.Modu
     try:
         signature.bind(**kwargs)
     except TypeError as error:
-        accepted = ", ".join(str(p) for p in signature.parameters.values())
+        accepted = ", ".join(
+            p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+            for p in signature.parameters.values()
+        )
         raise ConfigurationError(
             f"model {name!r} rejects arguments {sorted(kwargs)}: {error}; it takes ({accepted})"
         ) from None

@@ -116,9 +116,10 @@ def _draw_mode_dots(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
             by_mode[mode].append((float(record["epoch"]), float(record["accuracy"])))
     if len(by_mode) < 2 and set(by_mode) <= {OperatingMode.PEER.value}:
         return  # all PEER: dots would only add noise
-    for mode, points in by_mode.items():
-        xs, ys = zip(*points, strict=True)
-        ax.scatter(xs, ys, s=9, color=MODE_COLOURS[mode], alpha=0.7, zorder=2, label=f"{mode}")
+    for mode in (mode for mode in MODE_COLOURS if mode in by_mode):  # legend in a fixed order
+        xs, ys = zip(*by_mode[mode], strict=True)
+        colour = MODE_COLOURS[mode]
+        ax.scatter(xs, ys, s=10, color=colour, alpha=0.9, zorder=2, label=f"mode: {mode}")
 
 
 def _draw_events(

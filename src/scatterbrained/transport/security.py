@@ -33,6 +33,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import SecurityError
 
@@ -41,6 +42,7 @@ __all__ = [
     "KeyPair",
     "KeyPolicy",
     "ZapHandler",
+    "check_authentication_enforced",
     "load_public_key",
     "validate_key",
 ]
@@ -52,6 +54,12 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
 _KEY_CHARS = 40
 _KEY_BYTES = 32
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 _ZPL_KEY_LINE = re.compile(r'^\s*(public-key|secret-key)\s*=\s*"([^"]*)"\s*$', re.MULTILINE)
 
 
@@ -343,3 +351,55 @@ class ZapHandler:
             logger.debug("ZAP: refused key %s from %r", key, address)
             return [version, request_id, b"400", b"key not allowed", b"", b""]
         return [version, request_id, b"200", b"OK", key.encode("ascii"), b""]
+
+
+async def check_authentication_enforced(
+    context: zmq.asyncio.Context,
+    endpoint: str,
+    server_key: str,
+    policy: KeyPolicy,
+    timeout: float = 2.0,
+) -> None:
+    """Dial a CURVE server with a fresh, denied key and require the handshake to be refused.
+
+    libzmq accepts every client key when no ZAP handler answers, so this is the proof that
+    authentication is on. The probe sends no message, so nothing can reach the server's
+    receivers. The probe key is denied in ``policy`` for the check only.
+
+    Args:
+        context: the server's context (its ZAP handler is the one under test).
+        endpoint: where to dial the server, e.g. ``tcp://127.0.0.1:5555``.
+        server_key: the server's public key (Z85).
+        policy: the server's key policy.
+        timeout: seconds to wait for the refusal.
+
+    Raises:
+        SecurityError: the unknown key was not refused within ``timeout``.
+    """
+    canary = KeyPair.generate()
+    policy.deny(canary.public)
+    probe = context.socket(zmq.DEALER)
+    probe.setsockopt(zmq.LINGER, 0)
+    probe.setsockopt(zmq.CURVE_SECRETKEY, canary.secret.encode("ascii"))
+    probe.setsockopt(zmq.CURVE_PUBLICKEY, canary.public.encode("ascii"))
+    probe.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    monitor = probe.get_monitor_socket(_HANDSHAKE_EVENTS)
+    event: int | None = None
+    try:
+        probe.connect(endpoint)
+        message = parse_monitor_message(await asyncio.wait_for(monitor.recv_multipart(), timeout))
+        event = int(message["event"])
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        probe.disable_monitor()
+        monitor.close(linger=0)
+        probe.close(linger=0)
+        policy.forget(canary.public)
+    if event != zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        outcome = "no handshake result" if event is None else zmq.Event(event).name
+        raise SecurityError(
+            f"authentication is not enforced: a client with an unknown CURVE key was not "
+            f"refused within {timeout} s ({outcome}); no ZAP handler answers for this "
+            "context, so refusing to start"
+        )

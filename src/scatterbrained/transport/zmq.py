@@ -26,11 +26,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import ConfigurationError, SecurityError, TransportError
 from .base import Envelope, Frame, TransportStats
-from .security import KeyPair, KeyPolicy, ZapHandler, validate_key
+from .security import KeyPair, KeyPolicy, ZapHandler, check_authentication_enforced, validate_key
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -51,14 +50,7 @@ DEFAULT_RECV_HWM = 64
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::"})
 _ZAP_DOMAIN = b"scatterbrained"
-_SELF_CHECK_TIMEOUT = 2.0
 _DEALER_MAX_INBOUND = 1024  # DEALERs never read; a peer writing to them is cut off.
-_HANDSHAKE_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
 
 
 def parse_tcp_address(address: str) -> tuple[str, int] | None:
@@ -214,7 +206,7 @@ class ZmqTransport:
 
     @property
     def bound_port(self) -> int | None:
-        """The TCP port actually bound (``None`` before start)."""
+        """The TCP port actually bound (``None`` before start and after close)."""
         return self._bound_port
 
     @property
@@ -274,7 +266,9 @@ class ZmqTransport:
                 self._zap = self._start_zap_handler()
             self._router = self._bind_router()
             if self._keys is not None:
-                await self._check_authentication_enforced()
+                await check_authentication_enforced(
+                    self._context, self._self_check_address(), self._keys.public, self._policy
+                )
         except BaseException:
             await self._release()
             raise
@@ -382,7 +376,8 @@ class ZmqTransport:
 
     def _require_port(self) -> int:
         if self._bound_port is None:
-            raise TransportError("the transport is not started; use 'async with transport:'")
+            state = "closed" if self._closed else "not started"
+            raise TransportError(f"the transport is {state}; use 'async with transport:'")
         return self._bound_port
 
     def _require_router(self) -> zmq.asyncio.Socket:
@@ -513,33 +508,6 @@ class ZmqTransport:
         host = "127.0.0.1" if self._host in _WILDCARD_HOSTS else self._host
         return f"tcp://{_bracketed(host)}:{port}"
 
-    async def _check_authentication_enforced(self) -> None:
-        """Dial our own ROUTER with a fresh, denied key; require the handshake to be refused.
-
-        The probe sends nothing, so no message can reach ``recv``.
-        """
-        assert self._keys is not None
-        canary = KeyPair.generate()
-        self._policy.deny(canary.public)
-        probe = self._new_dealer(self._keys.public, canary)
-        monitor = probe.get_monitor_socket(_HANDSHAKE_EVENTS)
-        try:
-            probe.connect(self._self_check_address())
-            event = await asyncio.wait_for(_handshake_outcome(monitor), _SELF_CHECK_TIMEOUT)
-        except asyncio.TimeoutError:
-            event = None
-        finally:
-            probe.disable_monitor()
-            monitor.close(linger=0)
-            probe.close(linger=0)
-            self._policy.forget(canary.public)
-        if event != zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            raise SecurityError(
-                "authentication is not enforced: a client with an unknown CURVE key was not "
-                f"refused within {_SELF_CHECK_TIMEOUT} s (handshake event: {event}); no ZAP "
-                "handler answers in this context, so refusing to start"
-            )
-
     async def _release(self) -> None:
         for sock, _ in self._dealers.values():
             sock.close(linger=0)
@@ -553,12 +521,7 @@ class ZmqTransport:
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
-
-
-async def _handshake_outcome(monitor: zmq.asyncio.Socket) -> int:
-    """Return the first handshake event (the monitor is subscribed to nothing else)."""
-    message = parse_monitor_message(await monitor.recv_multipart())
-    return int(message["event"])
+        self._bound_port = None
 
 
 def _user_id(frame: zmq.Frame) -> str | None:

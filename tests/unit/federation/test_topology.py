@@ -292,7 +292,7 @@ def test_constructors_validate(build: object, message: str) -> None:
         ("grid:cols=4", Grid),
         ("random-regular:k=4,seed=1", RandomRegular),
         ("neighbourhoods:hubs=a|b", Neighbourhoods),
-        ("graph:edges=a-b|b>c,directed=true", Graph),
+        ("graph:edges=node-1~node-2|b>c,directed=true", Graph),
         ({"name": "grid", "cols": 2}, Grid),
     ],
 )
@@ -306,10 +306,13 @@ def test_topology_from_spec_passes_parameters() -> None:
     rr = topology_from_spec("random-regular:k=4,seed=1,redraw_every=3")
     graph = topology_from_spec("graph:edges=a>b,directed=true")
     hubs = topology_from_spec("neighbourhoods:groups=h1+x|h2+y")
+    hyphens = topology_from_spec("graph:edges=node-1~node-2|node-2->node-3")
     assert star.center(["a"]) == "node-0"
     assert ring.edges(["a", "b", "c"]) == Ring(bidirectional=False).edges(["a", "b", "c"])
     assert isinstance(rr, RandomRegular) and (rr.k, rr.seed, rr.redraw_every) == (4, 1, 3)
     assert graph.edges(["a", "b"]) == {("a", "b")}
+    assert ("node-3", "node-2") in hyphens.edges(["node-1", "node-2", "node-3"])
+    assert len(hyphens.edges(["node-1", "node-2", "node-3"])) == 4
     assert hubs.neighbours("x", ["h1", "h2", "x", "y"]).out == frozenset({"h1"})
     assert topology_from_spec(star) is star
 
@@ -328,6 +331,7 @@ def test_topology_from_spec_unknown_name_suggests_closest() -> None:
         ("ring:bidirectional=maybe", "true or false"),
         ("grid:cols", "key=value"),
         ({"cols": 3}, "name"),
+        ("graph:edges=a-b", "a>b"),
     ],
 )
 def test_topology_from_spec_rejects_bad_parameters(spec: object, message: str) -> None:

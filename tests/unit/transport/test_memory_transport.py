@@ -59,7 +59,8 @@ def test_delivery_both_ways_copies_frames_once() -> None:
             assert (b.stats.messages_in, b.stats.bytes_in) == (1, 10)
             assert a.address != b.address and a.address.startswith("tcp://memory:")
             assert network.stats.delivered == 2
-            assert isinstance(a, Transport)
+            as_protocol: Transport = a  # mypy checks the structural match
+            assert isinstance(as_protocol, Transport)
 
     run(main)
 

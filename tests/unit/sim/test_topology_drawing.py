@@ -1,0 +1,64 @@
+"""Tests of scatterbrained.sim.topology_drawing: layout and edge handling of topology plots."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from scatterbrained.errors import ConfigurationError
+from scatterbrained.sim.topology_drawing import checked_edges, draw_edges, layout
+
+
+def _graph(nodes: list[str], edges: list[tuple[str, str]]) -> nx.Graph:
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    return graph
+
+
+def test_star_hub_goes_in_the_middle() -> None:
+    # Prepare
+    leaves = [f"l{i}" for i in range(6)]
+    graph = _graph(["hub", *leaves], [("hub", leaf) for leaf in leaves])
+    # Execute
+    pos = layout(graph, seed=0)
+    # Assert
+    assert np.hypot(*pos["hub"]) < 1e-9
+    radii = [float(np.hypot(*pos[leaf])) for leaf in leaves]
+    assert min(radii) > 0.3 and max(radii) == pytest.approx(min(radii))
+
+
+def test_small_graphs_are_circular_and_large_ones_seeded() -> None:
+    # Prepare
+    ring = [f"r{i}" for i in range(10)]
+    small = _graph(ring, [(ring[i], ring[(i + 1) % 10]) for i in range(10)])
+    many = [f"m{i}" for i in range(40)]
+    large = _graph(many, [(many[i], many[i + 1]) for i in range(39)])
+    # Execute
+    circle = layout(small, seed=0)
+    first, again, other = layout(large, 3), layout(large, 3), layout(large, 4)
+    # Assert
+    assert all(np.hypot(*xy) == pytest.approx(1.0) for xy in circle.values())
+    assert first == again and first != other
+
+
+def test_checked_edges_drops_self_loops_and_rejects_strangers() -> None:
+    assert checked_edges(["a", "b"], [("a", "b"), ("a", "a")]) == {("a", "b")}
+    with pytest.raises(ConfigurationError, match="pass every endpoint in nodes"):
+        checked_edges(["a"], [("a", "b")])
+
+
+def test_draw_edges_uses_arrows_only_for_asymmetric_edges() -> None:
+    # Prepare
+    pos = {"a": (0.0, 0.0), "b": (1.0, 0.0), "c": (0.0, 1.0)}
+    ax = Figure().add_subplot()
+    symmetric = {("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")}
+    # Execute
+    undirected = draw_edges(ax, pos, symmetric, dead={"c"}, node_size=100.0)
+    directed = draw_edges(ax, pos, symmetric | {("a", "c")}, dead=(), node_size=100.0)
+    # Assert
+    assert undirected == (False, 2)
+    assert directed == (True, 5)
+    assert len(ax.patches) == 5
