@@ -2,7 +2,7 @@
 
 Run from the repository root (the package importable, e.g. ``PYTHONPATH=src``)::
 
-    python benchmarks/transfer.py [--repeats 7] [--warmup 2] [--profile]
+    python benchmarks/transfer.py [--repeats 15] [--warmup 3] [--profile]
 
 It builds the 122 arrays of torchvision's ``resnet18().state_dict()`` by hand (same names
 and shapes, every array float32, about 11.7 M values, 46.8 MB) and moves them from one
@@ -30,19 +30,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import contextlib
+import cProfile
 import io
 import json
 import logging
 import os
 import platform
 import pstats
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
@@ -96,9 +97,7 @@ def resnet18_shapes() -> list[tuple[str, Shape]]:
 def resnet18_arrays(seed: int = 0) -> Arrays:
     """Random float32 arrays with :func:`resnet18_shapes` (``num_batches_tracked`` too)."""
     rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal(shape, dtype=np.float32) for name, shape in resnet18_shapes()
-    }
+    return {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in resnet18_shapes()}
 
 
 def payload_bytes(arrays: Arrays) -> int:
@@ -213,74 +212,83 @@ def _rotations(count: int) -> Iterator[tuple[str, ...]]:
         yield SIDES[shift:] + SIDES[:shift]
 
 
-async def _linked_namespaces(
-    stack: contextlib.AsyncExitStack, sender: sb.Node, receiver: sb.Node
-) -> tuple[sb.Namespace, sb.Namespace]:
+async def _node(stack: contextlib.AsyncExitStack, node_id: str, **kwargs: Any) -> sb.Node:
+    node = sb.Node(id=node_id, host="127.0.0.1", discovery_scope="off", **kwargs)
+    return await stack.enter_async_context(node)
+
+
+async def _start_pairs(stack: contextlib.AsyncExitStack, specs: Specs) -> dict[str, ApiPair]:
+    """One sender and two receivers (finite check on / off) in one namespace, linked."""
+    checked = await _node(stack, "bench-receiver")
+    unchecked = await _node(stack, "bench-receiver-unchecked", limits=Limits(check_finite=False))
+    sender = await _node(stack, "bench-sender", bootstrap=[checked.address, unchecked.address])
     tx_ns = await stack.enter_async_context(sender.namespace(NAMESPACE))
-    rx_ns = await stack.enter_async_context(receiver.namespace(NAMESPACE))
-    await tx_ns.wait_for_peers(1, timeout=10)
-    await rx_ns.wait_for_peers(1, timeout=10)
-    return tx_ns, rx_ns
+    pairs: dict[str, ApiPair] = {}
+    for side, receiver in (("api", checked), ("api_unchecked", unchecked)):
+        rx_ns = await stack.enter_async_context(receiver.namespace(NAMESPACE))
+        await rx_ns.wait_for_peers(1, timeout=10)
+        pairs[side] = ApiPair(sender, tx_ns, rx_ns, specs)
+    await tx_ns.wait_for_peers(2, timeout=10)
+    return pairs
+
+
+class Run(NamedTuple):
+    """One measured transfer."""
+
+    seconds: float
+    minor_faults: int  # page faults of the whole process during it (fresh buffer pages)
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 async def run_transfers(
     arrays: Arrays, repeats: int, warmup: int, profiler: cProfile.Profile | None
-) -> dict[str, list[float]]:
-    """Run ``warmup`` then ``repeats`` transfers of each side, alternating; return seconds.
+) -> dict[str, list[Run]]:
+    """Run ``warmup`` then ``repeats`` transfers of each side, alternating.
 
-    ``api_unchecked`` is the same library path to a second receiving node that was built
-    with ``Limits(check_finite=False)``: the difference to ``api`` is the finite check.
+    ``api_unchecked`` is the same library path to a second receiving node built with
+    ``Limits(check_finite=False)``: its difference to ``api`` is the finite check.
+
+    Raises:
+        RuntimeError: a transfer failed or an update was rejected.
     """
-    times: dict[str, list[float]] = {side: [] for side in SIDES}
-    raw = RawPair()
+    runs: dict[str, list[Run]] = {side: [] for side in SIDES}
     async with contextlib.AsyncExitStack() as stack:
+        raw = RawPair()
         stack.callback(raw.close)
-        checked = await stack.enter_async_context(
-            sb.Node(id="bench-receiver", host="127.0.0.1", discovery_scope="off")
-        )
-        unchecked = await stack.enter_async_context(
-            sb.Node(
-                id="bench-receiver-unchecked",
-                host="127.0.0.1",
-                discovery_scope="off",
-                limits=Limits(check_finite=False),
-            )
-        )
-        sender = await stack.enter_async_context(
-            sb.Node(
-                id="bench-sender",
-                host="127.0.0.1",
-                discovery_scope="off",
-                bootstrap=[checked.address, unchecked.address],
-            )
-        )
-        tx_ns, rx_ns = await _linked_namespaces(stack, sender, checked)
-        rx_unchecked_ns = await stack.enter_async_context(unchecked.namespace(NAMESPACE))
-        await tx_ns.wait_for_peers(2, timeout=10)
-        await rx_unchecked_ns.wait_for_peers(1, timeout=10)
-        pairs = {
-            "api": ApiPair(sender, tx_ns, rx_ns, specs_of(arrays)),
-            "api_unchecked": ApiPair(sender, tx_ns, rx_unchecked_ns, specs_of(arrays)),
-        }
+        pairs = await _start_pairs(stack, specs_of(arrays))
         version = 0
         for phase, count in (("warmup", warmup), ("measure", repeats)):
             for order in _rotations(count):
                 for side in order:
                     version += 1
+                    faults = _minor_faults()
                     if side == "raw":
                         seconds = raw.transfer(arrays, version)
                     else:
-                        if profiler is not None and phase == "measure" and side == "api":
-                            profiler.enable()
-                        seconds = await pairs[side].transfer(arrays, version)
-                        if profiler is not None:
-                            profiler.disable()
+                        profiling = profiler is not None and phase == "measure" and side == "api"
+                        with _profiling(profiler if profiling else None):
+                            seconds = await pairs[side].transfer(arrays, version)
                     if phase == "measure":
-                        times[side].append(seconds)
+                        runs[side].append(Run(seconds, _minor_faults() - faults))
         for side, pair in pairs.items():
             if pair.rejected:
                 raise RuntimeError(f"{side}: updates rejected: {pair.rejected[:3]}")
-    return times
+    return runs
+
+
+@contextlib.contextmanager
+def _profiling(profiler: cProfile.Profile | None) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
 
 
 def _best_ms(func: Callable[[], Any], tries: int = 5) -> float:
@@ -326,8 +334,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def summarize(times: list[float], megabytes: float) -> dict[str, Any]:
-    """Median, spread and throughput of a list of transfer times (seconds)."""
+def summarize(runs: list[Run], megabytes: float) -> dict[str, Any]:
+    """Median, spread and throughput of measured transfers."""
+    times = [run.seconds for run in runs]
     median = statistics.median(times)
     return {
         "median_s": round(median, 5),
@@ -336,14 +345,15 @@ def summarize(times: list[float], megabytes: float) -> dict[str, Any]:
         "runs_s": [round(t, 5) for t in times],
         "mb_s": round(megabytes / median, 1),
         "best_mb_s": round(megabytes / min(times), 1),
+        "minor_faults_per_run": [run.minor_faults for run in runs],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the JSON result as the last line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="measured transfers per side")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured transfers per side")
+    parser.add_argument("--repeats", type=int, default=15, help="measured transfers per side")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured transfers per side")
     parser.add_argument("--profile", action="store_true", help="cProfile the api transfers")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -354,12 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     arrays = resnet18_arrays()
     megabytes = payload_bytes(arrays) / 1e6
     profiler = cProfile.Profile() if args.profile else None
-    times = asyncio.run(run_transfers(arrays, args.repeats, args.warmup, profiler))
+    runs = asyncio.run(run_transfers(arrays, args.repeats, args.warmup, profiler))
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue(), file=sys.stderr)
-    sides = {side: summarize(times[side], megabytes) for side in SIDES}
+    sides = {side: summarize(runs[side], megabytes) for side in SIDES}
     api, unchecked, raw = sides["api"], sides["api_unchecked"], sides["raw"]
     result = {
         "payload_mb": round(megabytes, 3),
@@ -367,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_mb_s": raw["mb_s"],
         "ratio": round(api["mb_s"] / raw["mb_s"], 3),
         "ratio_without_finite_check": round(unchecked["mb_s"] / raw["mb_s"], 3),
+        "ratio_best": round(api["best_mb_s"] / raw["best_mb_s"], 3),
         "arrays": len(arrays),
         "values": sum(int(a.size) for a in arrays.values()),
         "repeats": args.repeats,

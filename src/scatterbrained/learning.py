@@ -89,6 +89,7 @@ class Learner:
         self._tasks = TaskSet(f"namespace {ns.name}")
         self._started_at = time.monotonic()
         self._global_round = -1
+        self._global_source: str | None = None  # the centre whose rounds _global_round counts
         self._last_val: tuple[float | None, float | None] = (None, None)
 
     # ------------------------------------------------------------------ lifecycle
@@ -354,8 +355,9 @@ class Learner:
             if updates:
                 self.adapter.set_arrays(updates[-1].arrays)
                 self._global_round = updates[-1].round
+                self._global_source = center
                 return [center]
-            if not await self._wait_arrival(deadline) or center not in self.ns._members:
+            if not await self._wait_arrival(deadline) or not self._still_sends(center):
                 logger.info("namespace %s: no global model from %s in time", self.ns.name, center)
                 return []
 
@@ -382,7 +384,9 @@ class Learner:
                 [Contribution(u.arrays, u.samples, u.sender) for u in rest],
             )
         self.adapter.set_arrays(result)
-        self._global_round += 1
+        # Rounds follow the (checkpointed) version, so clients that synced from this centre
+        # or saw it before a restart never wait for round numbers it already used.
+        self._global_round = max(self._global_round + 1, self.version)
         receivers = [p for p in clients if (m := self.ns.peer_mode(p)) is not None and m.receives]
         if self.ns.mode.sends and receivers:
             await self._push(receivers, self.adapter.get_arrays(), self._global_round)
@@ -422,7 +426,7 @@ class Learner:
         """Wait until every present source has an update for ``round_`` (bounded)."""
         deadline = time.monotonic() + timeout
         while True:
-            present = [s for s in sources if s in self.ns._members]
+            present = [s for s in sources if self._still_sends(s)]
             have = self.store.senders_with_round(present, round_)
             if len(have) == len(present):
                 return
@@ -437,6 +441,11 @@ class Learner:
                         self.options.min_peers,
                     )
                 return
+
+    def _still_sends(self, peer: str) -> bool:
+        """True while ``peer`` is a member whose announced mode sends weights."""
+        mode = self.ns.peer_mode(peer) if peer in self.ns._members else None
+        return mode is not None and mode.sends
 
     def _wake(self) -> None:
         self._arrival.set()
@@ -469,8 +478,13 @@ class Learner:
         return None
 
     def peer_left(self, peer_id: str) -> None:
-        """Forget a departed peer's updates and fail requests waiting on it."""
-        self.store.forget(peer_id)
+        """Forget a departed peer's updates and fail requests waiting on it.
+
+        What was merged from it is forgotten too: if it comes back with a new session its
+        versions start over, and they must not be refused as stale.
+        """
+        self.store.reset_sender(peer_id)
+        self._forget_global_source(peer_id)
         for request_id, (owner, future) in list(self._pending.items()):
             if owner == peer_id and not future.done():
                 future.set_exception(ModelSyncError(f"peer {peer_id} left"))
@@ -480,6 +494,12 @@ class Learner:
     def peer_restarted(self, peer_id: str) -> None:
         """A peer came back with a new session: its round numbers start over."""
         self.store.reset_sender(peer_id)
+        self._forget_global_source(peer_id)
+
+    def _forget_global_source(self, peer_id: str) -> None:
+        """A centre that left or restarted counts its global rounds afresh."""
+        if peer_id == self._global_source:
+            self._global_source, self._global_round = None, -1
 
     def on_request(self, record: PeerRecord, request: ModelRequest) -> str | None:
         """Answer a model request in the background."""
@@ -649,11 +669,11 @@ class Learner:
             self._pending.pop(request_id, None)
         if isinstance(answer, ModelUnavailable):
             raise ModelSyncError(f"unavailable ({answer.reason})")
-        await self._adopt_offer(answer)
+        await self._adopt_offer(answer, peer)
         logger.info("namespace %s: model v%d synced from %s", self.ns.name, answer.version, peer)
         return self.model
 
-    async def _adopt_offer(self, offer: ModelOffer) -> None:
+    async def _adopt_offer(self, offer: ModelOffer, source: str) -> None:
         if self.adapter is None:
             if offer.architecture is None:
                 raise ModelSyncError("the offer carries no architecture")
@@ -666,7 +686,9 @@ class Learner:
             raise ModelSyncError(f"the offered weights do not fit the local model: {exc}") from None
         self.adapter.set_arrays(offer.arrays)
         self.version = max(self.version, offer.version)
-        self._global_round = max(self._global_round, offer.version - 1)
+        if source == self._center():  # a centre's version bounds the rounds it has pushed
+            self._global_source = source
+            self._global_round = max(self._global_round, offer.version - 1)
         self._publish()
 
     # ------------------------------------------------------------------ checkpoints

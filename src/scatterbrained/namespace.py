@@ -21,6 +21,7 @@ from .errors import ConfigurationError, ModeError, PeerTimeoutError
 from .federation.modes import ModeController
 from .federation.policies import Policy, PolicyState, as_policy
 from .learning import Learner, LearningOptions
+from .node import GOODBYE_TIMEOUT
 from .peers import PeerRecord
 from .types import Identity, OperatingMode
 from .wire.messages import (
@@ -160,7 +161,11 @@ class Namespace:
         await self.learner.close()
         members = [self.node.peers.get(i) for i in list(self._members)]
         await asyncio.gather(
-            *(self._send(r, Bye("leaving")) for r in members if r is not None),
+            *(
+                self.node._send_record(r, self.name, Bye("leaving"), GOODBYE_TIMEOUT)
+                for r in members
+                if r is not None
+            ),
             return_exceptions=True,
         )
         self.node._unregister(self)
@@ -282,6 +287,8 @@ class Namespace:
         before = self._members.get(record.id)
         now = record.identity(self.name) if self._is_member(record) else None
         if before == now:
+            if now is not None:
+                self.learner._wake()  # its mode may have changed: waits re-check senders
             return
         if before is not None:
             del self._members[record.id]

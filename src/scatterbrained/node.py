@@ -35,6 +35,8 @@ __all__ = ["Node", "NodeStats"]
 logger = logging.getLogger(__name__)
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "*", "::")
+#: Seconds a goodbye may wait for a peer's queue: a gone peer must not delay shutdown.
+GOODBYE_TIMEOUT = 0.5
 
 
 @dataclass
@@ -204,7 +206,7 @@ class Node:
             await ns.close()
         greeted = [r for r in self.peers.records() if r.greeted]
         await asyncio.gather(
-            *(self._send_record(r, "", Bye("node closing")) for r in greeted),
+            *(self._send_record(r, "", Bye("node closing"), GOODBYE_TIMEOUT) for r in greeted),
             return_exceptions=True,
         )
         self._started = False
@@ -347,21 +349,34 @@ class Node:
         self._seq += 1
         return self._seq
 
-    async def _send_record(self, record: PeerRecord, namespace: str, body: Any) -> int:
-        """Send ``body`` in ``namespace`` to ``record``; return the bytes sent (0 = dropped)."""
+    async def _send_record(
+        self, record: PeerRecord, namespace: str, body: Any, timeout: float | None = None
+    ) -> int:
+        """Send ``body`` in ``namespace`` to ``record``; return the bytes sent (0 = dropped).
+
+        ``timeout`` bounds the wait while the peer's queue is full (default: the transport's).
+        """
         return await self._send_to_address(
-            record.address, namespace, body, server_key=record.public_key
+            record.address, namespace, body, server_key=record.public_key, timeout=timeout
         )
 
     async def _send_to_address(
-        self, address: str, namespace: str, body: Any, *, server_key: str | None
+        self,
+        address: str,
+        namespace: str,
+        body: Any,
+        *,
+        server_key: str | None,
+        timeout: float | None = None,
     ) -> int:
         if not self._started:
             return 0
         message = Message(self.id, namespace, self.session, self._next_seq(), body)
         frames = encode(message)
         try:
-            sent = await self.transport.send(address, frames, server_key=server_key)
+            sent = await self.transport.send(
+                address, frames, server_key=server_key, timeout=timeout
+            )
         except SecurityError:
             logger.debug("no public key known for %s; not sending", address)
             return 0
@@ -468,10 +483,14 @@ class Node:
                 self._drop_peer(record.id, "timeout")
 
     def _greet_candidate(self, beacon: Beacon, now: float) -> None:
-        """Say Hello to a node seen in discovery if it shares a namespace with us."""
+        """Say Hello to a node seen in discovery if it shares a namespace with us.
+
+        Namespaces this node is OFFLINE in do not count: OFFLINE is silent.
+        """
         if beacon.node_id == self.id:
             return
-        if not {ad.name for ad in beacon.namespaces} & set(self._namespaces):
+        active = {info.name for info in self._namespace_infos()}
+        if not {ad.name for ad in beacon.namespaces} & active:
             return
         if self._allowed_keys is not None and beacon.public_key not in self._allowed_keys:
             self.stats.dropped["beacon_key"] += 1

@@ -274,12 +274,12 @@ class NodeProcess:
                 reason = "exited" if line is None else f"sent nothing matching in {timeout} s"
                 pytest.fail(f"node process {reason}; stderr:\n{self.stderr_tail()}")
             try:
-                event = json.loads(line)
+                received: dict[str, object] = json.loads(line)
             except ValueError:
                 continue  # not one of our JSON lines
-            if predicate(event):
-                return event
-            self.events.append(event)
+            if predicate(received):
+                return received
+            self.events.append(received)
 
     def call(self, op: str, wait: float, **fields: object) -> dict[str, object]:
         """Send a command and wait (``wait`` seconds) for its reply."""

@@ -10,7 +10,8 @@ exactly as for a user. It joins ``NAMESPACE`` and prints one JSON object per lin
 
 Commands arrive on stdin, one JSON object per line; each runs as its own task:
 
-* ``{"op": "wait_peers", "ids": [...], "timeout": s}`` -> ``{"event": "peers", "ok", "ids", "at"}``
+* ``{"op": "wait_peers", "ids": [...], "timeout": s}`` -> ``{"event": "peers", "ok", "ids", "hosts",
+  "at"}`` (``hosts``: each peer's address host)
 * ``{"op": "send", "to": id, "data": text}`` -> ``{"event": "sent", "ok"}``
 * ``{"op": "recv", "count": n, "timeout": s}`` -> ``{"event": "received", "messages": [[from,
   text], ...]}`` (fewer than ``n`` when the timeout passed)
@@ -49,7 +50,8 @@ async def wait_peers(ns: sb.Namespace, ids: list[str], timeout: float) -> dict[s
         ok = True
     except sb.PeerTimeoutError:
         ok = False
-    return {"event": "peers", "ok": ok, "ids": sorted(p.id for p in ns.peers)}
+    hosts = {p.id: p.host for p in ns.peers}
+    return {"event": "peers", "ok": ok, "ids": sorted(hosts), "hosts": hosts}
 
 
 async def receive(ns: sb.Namespace, count: int, timeout: float) -> dict[str, Any]:

@@ -135,6 +135,16 @@ def test_sigkilled_process_leaves_the_others_peer_sets_within_the_timeout(
 # ------------------------------------------------------------------------------ one process
 
 
+async def poll(condition: Callable[[], bool], timeout: float) -> bool:
+    """Check ``condition`` every 20 ms until it holds (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def _two_nodes_enforce_modes() -> dict[str, Any]:
     name = unique_namespace()
     async with (
@@ -162,9 +172,7 @@ async def _two_nodes_enforce_modes() -> dict[str, Any]:
         ns_b.mode = sb.OperatingMode.SEEDING
         mode_drops_before = node_b.stats.dropped["mode"]
         assert await ns_a.send_to(node_b.id, b"to a seeder")
-        deadline = time.monotonic() + 5
-        while node_b.stats.dropped["mode"] == mode_drops_before and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await poll(lambda: node_b.stats.dropped["mode"] > mode_drops_before, 5.0)
         seeder_queue_empty = ns_b._raw.empty()
         return {
             "b_got": (b_got[0].id, b_got[1]),

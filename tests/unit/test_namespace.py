@@ -72,9 +72,7 @@ def test_peer_filter_excludes_peers(arun: Run, cluster_factory: Any) -> None:
     arun(main)
 
 
-def test_a_raising_peer_filter_excludes_without_crashing(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_a_raising_peer_filter_excludes_without_crashing(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         def broken(peer: Identity) -> bool:
             raise RuntimeError("bug in user code")
@@ -196,9 +194,7 @@ def test_recv_times_out_with_peer_timeout_error(arun: Run, cluster_factory: Any)
     arun(main)
 
 
-def test_send_to_a_non_member_is_a_configuration_error(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_send_to_a_non_member_is_a_configuration_error(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             (a,) = await open_all(cluster, "a")
@@ -291,9 +287,7 @@ def test_closing_a_namespace_emits_left_for_remaining_members(
 # ---------------------------------------------------------------------- modes
 
 
-def test_mode_setter_accepts_names_and_records_history(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_mode_setter_accepts_names_and_records_history(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             (a,) = await open_all(cluster, "a")
@@ -314,9 +308,7 @@ def test_mode_setter_accepts_names_and_records_history(
     arun(main)
 
 
-def test_peers_learn_mode_changes(
-    arun: Run, cluster_factory: Any, eventually: Eventually
-) -> None:
+def test_peers_learn_mode_changes(arun: Run, cluster_factory: Any, eventually: Eventually) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             a, b = await open_all(cluster, "ab")
@@ -350,9 +342,7 @@ def test_offline_hides_the_namespace_from_peers(
     arun(main)
 
 
-def test_a_node_offline_from_the_start_is_never_seen(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_a_node_offline_from_the_start_is_never_seen(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             (a,) = await open_all(cluster, "a")
@@ -360,7 +350,11 @@ def test_a_node_offline_from_the_start_is_never_seen(
 
             with pytest.raises(PeerTimeoutError):
                 await a.wait_for_peers(1, timeout=0.3)
-            assert "b" not in a.node.peers
+            silent = "b" not in a.node.peers  # not even a node-level Hello
+            b.mode = "peer"
+            await a.wait_for_peers(["b"], timeout=3)
+
+            assert silent
 
     arun(main)
 

@@ -85,9 +85,7 @@ def test_node_stats_totals_and_snapshot() -> None:
 # ---------------------------------------------------------------------- lifecycle
 
 
-def test_address_comes_from_the_transport_and_is_unique(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_address_comes_from_the_transport_and_is_unique(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             a, b = await cluster.start("a", "b")
@@ -236,9 +234,7 @@ def test_aborted_peer_expires_after_peer_timeout(
     arun(main)
 
 
-def test_a_namespace_opened_later_learns_existing_peers(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_a_namespace_opened_later_learns_existing_peers(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
             a, b = await cluster.start("a", "b")
@@ -369,9 +365,7 @@ def test_a_replayed_old_sequence_number_is_dropped(
 # ---------------------------------------------------------------------- identities (keys)
 
 
-def test_keyed_nodes_that_allow_each_other_become_peers(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_keyed_nodes_that_allow_each_other_become_peers(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         ka, kb = KeyPair.generate(), KeyPair.generate()
         async with cluster_factory() as cluster:
@@ -394,9 +388,7 @@ def test_keyed_nodes_that_allow_each_other_become_peers(
     arun(main)
 
 
-def test_a_node_with_an_unlisted_key_never_becomes_a_peer(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_a_node_with_an_unlisted_key_never_becomes_a_peer(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         ka, kb, stranger = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
         async with cluster_factory() as cluster:
@@ -432,7 +424,11 @@ def test_a_keyed_peer_cannot_speak_under_another_id(
             await joined(*namespaces, n=2)
             spoof = Message("a", "X", a.session, 10**9, Raw((b"from a, honest",)))
             lying_hello = Message(
-                "c", "", c.session, 10**9, Hello(c.address, (NamespaceInfo("X", "peer"),), kb.public)
+                "c",
+                "",
+                c.session,
+                10**9,
+                Hello(c.address, (NamespaceInfo("X", "peer"),), kb.public),
             )
 
             await c.transport.send(b.address, frames_of(spoof), server_key=kb.public)
@@ -447,9 +443,7 @@ def test_a_keyed_peer_cannot_speak_under_another_id(
     arun(main)
 
 
-def test_a_keyed_node_drops_unauthenticated_envelopes(
-    arun: Run, cluster_factory: Any
-) -> None:
+def test_a_keyed_node_drops_unauthenticated_envelopes(arun: Run, cluster_factory: Any) -> None:
     async def main() -> None:
         ka = KeyPair.generate()
         async with cluster_factory() as cluster:

@@ -46,7 +46,7 @@ def demo_config(dataset: str | None = None) -> SimConfig:
     fashion = chosen.replace("_", "-").lower() == "fashion-mnist"
     return SimConfig(
         nodes=16,
-        epochs=8 if fashion else 20,
+        epochs=12 if fashion else 20,
         dataset=chosen,
         test_limit=2000 if fashion else None,
         partition="dirichlet:alpha=0.5",
@@ -55,7 +55,7 @@ def demo_config(dataset: str | None = None) -> SimConfig:
         aggregator="fedavg",
         policies={"0": "leech-until:samples=2000" if fashion else "leech-until:samples=200"},
         modes={"0": "leeching"},
-        faults=_demo_faults(8 if fashion else 20),
+        faults=_demo_faults(12 if fashion else 20),
         backend="memory",
         sync=True,
         batch_size=32,
@@ -72,27 +72,22 @@ def _demo_faults(epochs: int) -> tuple[Any, ...]:
 
 
 def _apply_overrides(config: SimConfig, overrides: Mapping[str, Any]) -> SimConfig:
+    """Apply command-line flags; per-node settings and faults follow a smaller network."""
     changes = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None
     }
     if not changes:
         return config
-    if "epochs" in changes and "faults" not in changes:
-        changes["faults"] = [
-            {"epoch": min(f.epoch, changes["epochs"]), "node": f.node, "action": f.action}
-            for f in config.faults
-        ]
-    if "nodes" in changes:
-        nodes = changes["nodes"]
-        keep = lambda key: int(key) < nodes  # noqa: E731
-        changes["modes"] = {k: v for k, v in config.modes.items() if keep(k)}
-        changes["policies"] = {k: v for k, v in config.policies.items() if keep(k)}
-        changes["faults"] = [
-            f if isinstance(f, dict) else {"epoch": f.epoch, "node": f.node, "action": f.action}
-            for f in changes.get("faults", config.faults)
-            if (f["node"] if isinstance(f, dict) else f.node) < nodes
-        ]
-    return config.replace(**changes)
+    data = {**config.to_json(), **changes}
+    nodes, epochs = int(data["nodes"]), int(data["epochs"])
+    data["modes"] = {k: v for k, v in data["modes"].items() if k.isdigit() and int(k) < nodes}
+    data["policies"] = {k: v for k, v in data["policies"].items() if k.isdigit() and int(k) < nodes}
+    data["faults"] = [
+        {**fault, "epoch": min(int(fault["epoch"]), epochs)}
+        for fault in data["faults"]
+        if int(fault["node"]) < nodes
+    ]
+    return SimConfig.from_mapping(data)
 
 
 def _run(config: SimConfig) -> RunResult:

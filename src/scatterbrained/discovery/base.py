@@ -57,8 +57,7 @@ def scope_from_env(default: DiscoveryScope = DiscoveryScope.LAN) -> DiscoverySco
         return DiscoveryScope(raw)
     except ValueError:
         raise ConfigurationError(
-            f"{DISCOVERY_ENV}={raw!r} is not a discovery scope; "
-            "expected one of loopback, lan, off"
+            f"{DISCOVERY_ENV}={raw!r} is not a discovery scope; expected one of loopback, lan, off"
         ) from None
 
 

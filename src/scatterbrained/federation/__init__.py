@@ -17,7 +17,6 @@ from .aggregation import (
     TrimmedMean,
     aggregator_from_spec,
 )
-from .rounds import StoredUpdate, UpdateStore
 from .modes import ModeController, ModeSwitch
 from .policies import (
     AfterEpochs,
@@ -33,6 +32,7 @@ from .policies import (
     policy_from_spec,
 )
 from .privacy import ClipAndNoise, PairingRule
+from .rounds import StoredUpdate, UpdateStore
 from .topology import (
     FullyConnected,
     Graph,
@@ -73,8 +73,8 @@ __all__ = [
     "RandomRegular",
     "Ring",
     "Star",
-    "Topology",
     "StoredUpdate",
+    "Topology",
     "TrimmedMean",
     "UpdateStore",
     "ValidationThreshold",

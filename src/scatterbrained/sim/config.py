@@ -135,7 +135,8 @@ class SimConfig:
             )
             _check(
                 0 <= fault.node < self.nodes,
-                f"fault names node {fault.node} but there are {self.nodes} nodes (0..{self.nodes - 1})",
+                f"fault names node {fault.node} but there are {self.nodes} nodes "
+                f"(0..{self.nodes - 1})",
                 "fix the fault's node index",
             )
             _check(
@@ -223,7 +224,10 @@ def _fault(entry: Any) -> FaultEvent:
     return FaultEvent(int(entry["epoch"]), int(entry["node"]), str(entry["action"]))
 
 
+_OPTIONAL = ("out", "share_every", "train_limit", "test_limit")
 _TYPES: dict[str, tuple[type, ...]] = {
+    "train_limit": (int,),
+    "test_limit": (int,),
     "nodes": (int,),
     "epochs": (int,),
     "hidden": (int,),
@@ -252,7 +256,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 def _check_types(values: Mapping[str, Any]) -> None:
     for name, value in values.items():
         expected = _TYPES.get(name)
-        if expected is None or value is None and name in ("out",):
+        if expected is None or (value is None and name in _OPTIONAL):
             continue
         ok = isinstance(value, expected) and not (bool not in expected and isinstance(value, bool))
         _check(

@@ -159,7 +159,7 @@ async def run_in_process(
             started = time.monotonic()
             active = [sn for sn in nodes if sn.active]
             records = await asyncio.gather(*(sn.train_epoch() for sn in active))
-            by_index = {sn.index: r for sn, r in zip(active, records)}
+            by_index = {sn.index: r for sn, r in zip(active, records, strict=True)}
             epoch_rows = [
                 metric_row(sn, epoch, by_index.get(sn.index), events.get(sn.index), started)
                 for sn in nodes

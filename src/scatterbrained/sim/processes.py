@@ -51,6 +51,17 @@ class _Worker:
         log.close()
 
     @property
+    def done(self) -> bool:
+        return (self.out / "nodes" / f"{self.id}.done").exists()
+
+    def final_accuracy(self) -> float | None:
+        path = self.out / "nodes" / f"{self.id}.final.json"
+        if not path.exists():
+            return None
+        value = json.loads(path.read_text(encoding="utf-8")).get("accuracy")
+        return None if value is None else float(value)
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -86,6 +97,7 @@ def run_processes(
     deadline = time.monotonic() + budget
     reported = 0
     try:
+        (out / "stop").unlink(missing_ok=True)
         for worker in workers:
             worker.spawn(restart=False)
         while any(w.running for w in workers):
@@ -93,6 +105,8 @@ def run_processes(
                 raise TimeoutError(f"the process run exceeded its budget of {budget:.0f} s")
             time.sleep(POLL_S)
             faults = _fire_due(workers, faults, events)
+            if not faults and all(w.done or not w.running for w in workers):
+                (out / "stop").touch()
             progress = min((w.epochs_done() for w in workers if w.running), default=config.epochs)
             while on_epoch is not None and reported < progress:
                 reported += 1
@@ -161,6 +175,8 @@ def _merge(
             mark = marks.get((worker.id, epoch))
             if mark is not None:
                 row = {**row, "event": mark}
+            if epoch == epochs and row["alive"]:
+                row = {**row, "final_accuracy": worker.final_accuracy()}
             rows.append(row)
     rows.sort(key=lambda r: (r["epoch"], r["index"]))
     return rows

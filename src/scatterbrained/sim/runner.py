@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,12 +96,14 @@ def run_simulation(
     wall = time.monotonic() - started
     _write_jsonl(out / "metrics.jsonl", rows)
     centralized = local_only = None
+    _set_threads(os.cpu_count() or 1)  # the nodes are done: baselines may use every core
     if config.centralized:
         status("training the centralized baseline")
         centralized = exp.centralized_accuracy()
     if config.local_only:
         status("training every node alone (local-only baseline)")
         local_only = exp.local_only_accuracies()
+    _set_threads(config.threads)
     summary = summarize(config, rows, wall, centralized, local_only)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     status("drawing plots")
@@ -115,11 +118,16 @@ def summarize(
     centralized: float | None = None,
     local_only: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Build ``summary.json`` from the metric rows (final accuracy of each node alive at the end)."""
+    """Build ``summary.json`` from the metric rows (final accuracy of each node at the end)."""
     final: dict[str, float] = {}
     for row in rows:
-        if row["epoch"] == config.epochs and row.get("accuracy") is not None:
-            final[row["node"]] = float(row["accuracy"])
+        if row["epoch"] != config.epochs:
+            continue
+        # process backend: the model a node holds when the whole run ends (it kept merging
+        # after its own last epoch); in-process backends end all nodes in the same epoch.
+        value = row.get("final_accuracy", row.get("accuracy"))
+        if value is not None:
+            final[row["node"]] = float(value)
     values = list(final.values())
     events = [
         {"node": r["node"], "epoch": r["epoch"], "event": r["event"]}

@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a worker waits for the other nodes to appear before training anyway.
 JOIN_TIMEOUT = 60.0
-#: Seconds a finished worker keeps serving so slower neighbours can finish their rounds.
-LINGER_S = 2.0
+#: Most seconds a finished worker keeps serving while slower nodes finish their epochs.
+MAX_LINGER_S = 600.0
 
 
 async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
@@ -67,7 +67,20 @@ async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
                 history = await ns.train(1, loader, test)
                 _append(metrics, _row(node.id, index, history.last, started, restart))
                 restart = False
-            await ns.serve(duration=LINGER_S)
+            (out / "nodes" / f"{node.id}.done").touch()
+            await _serve_until_stopped(ns, out / "stop")
+            adapter = ns.learner.adapter
+            assert adapter is not None  # the worker always builds its model
+            final = await asyncio.to_thread(adapter.evaluate, test)
+            result = {"node": node.id, "accuracy": final.accuracy, "loss": final.loss}
+            (out / "nodes" / f"{node.id}.final.json").write_text(json.dumps(result))
+
+
+async def _serve_until_stopped(ns: Any, stop: Path) -> None:
+    """Keep federating (merging neighbours' updates) until the runner says all are done."""
+    deadline = time.monotonic() + MAX_LINGER_S
+    while not stop.exists() and time.monotonic() < deadline:  # noqa: ASYNC240 (tiny stat)
+        await ns.serve(duration=0.5)
 
 
 def _row(node: str, index: int, record: Any, started: float, restarted: bool) -> dict[str, Any]:

@@ -69,7 +69,10 @@ MAX_KWARGS_DEPTH = 4
 #: Expected arrays of a local model: name -> (dtype string, shape).
 Specs: TypeAlias = Mapping[str, tuple[str, tuple[int, ...]]]
 
-_FLOAT_KINDS = frozenset({"<f2", "<f4", "<f8"})
+_FLOAT_DTYPES: frozenset[np.dtype[np.generic]] = frozenset(
+    np.dtype(name) for name in ("<f2", "<f4", "<f8")
+)
+_FLOAT16 = np.dtype("<f2")
 
 
 @dataclass(frozen=True)
@@ -199,13 +202,13 @@ def check_all_finite(array: np.ndarray, name: str) -> None:
     Raises:
         WireError: ``"non_finite"`` when an element is NaN or infinite.
     """
-    kind = array.dtype.str
-    if kind not in _FLOAT_KINDS:
+    dtype = array.dtype
+    if dtype not in _FLOAT_DTYPES:
         return
-    accumulate = np.float32 if kind == "<f2" else None  # a float16 sum would overflow
+    accumulate = np.float32 if dtype == _FLOAT16 else None  # a float16 sum would overflow
     with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf and overflow are expected
         total = np.add.reduce(array, axis=None, dtype=accumulate)
-    if np.isfinite(total) or bool(np.isfinite(array).all()):
+    if math.isfinite(total) or bool(np.isfinite(array).all()):
         return
     raise WireError("non_finite", f"array {name[:80]!r} holds NaN or infinity")
 

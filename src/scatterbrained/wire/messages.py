@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -152,7 +151,7 @@ class ModelUnavailable:
     reason: str = ""
 
 
-Body = Union[Hello, Bye, Raw, ModelUpdate, ModelRequest, ModelOffer, ModelUnavailable]
+Body = Hello | Bye | Raw | ModelUpdate | ModelRequest | ModelOffer | ModelUnavailable
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,529 @@
+"""Learning over the in-memory network: FedAvg on a star, gossip, rounds, sync_model, churn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+import scatterbrained as sb
+from scatterbrained.adapters.torch import TorchAdapter
+from scatterbrained.errors import ConfigurationError, ModeError, PeerTimeoutError
+from scatterbrained.federation.aggregation import Contribution, FedAvg
+from scatterbrained.sim.loaders import ArrayLoader
+
+pytestmark = pytest.mark.timeout(30)
+
+Run = Callable[..., None]
+Arrays = dict[str, np.ndarray]
+FAST = {"round_timeout": 3.0, "request_timeout": 2.0, "serve_interval": 0.05}
+
+
+class SpyAggregator:
+    """FedAvg that records every call's contributions (senders, samples, arrays)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Contribution, list[Contribution]]] = []
+
+    def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
+        self.calls.append((local, list(others)))
+        return FedAvg()(local, others)
+
+
+async def opened(nodes: Sequence[Any], models: Sequence[Any], **options: Any) -> list[Any]:
+    """Open namespace "X" on every node (with its model) and wait until all see each other."""
+    namespaces = [n.namespace("X", m, **{**FAST, **options}) for n, m in zip(nodes, models)]
+    for ns in namespaces:
+        await ns.open()
+    for ns in namespaces:
+        await ns.wait_for_peers(len(nodes) - 1, timeout=3)
+    return namespaces
+
+
+def assert_same(left: Arrays, right: Arrays, atol: float = 0.0) -> None:
+    assert left.keys() == right.keys()
+    for name in left:
+        np.testing.assert_allclose(left[name], right[name], rtol=0, atol=atol, err_msg=name)
+
+
+def fedavg_by_hand(models: Sequence[Arrays], samples: Sequence[int]) -> Arrays:
+    total = float(sum(samples))
+    return {
+        name: sum(n * m[name].astype(np.float64) for m, n in zip(models, samples)) / total
+        for name in models[0]
+    }
+
+
+# ---------------------------------------------------------------------- centralized FedAvg
+
+
+def test_one_synchronous_star_round_is_fedavg_of_the_clients(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        sizes = {"a": 96, "b": 160}
+        expected_clients = {}
+        for seed, (cid, size) in enumerate(sizes.items()):  # the clients' epoch, replayed here
+            reference = TorchAdapter(mlp(seed))
+            reference.train_epoch(digit_loader(seed, 3, size))
+            expected_clients[cid] = reference.get_arrays()
+        expected = fedavg_by_hand(list(expected_clients.values()), list(sizes.values()))
+        spy = SpyAggregator()
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("c", "a", "b")
+            star = {"topology": sb.topology.Star(center="c"), "sync": True}
+            center = nodes[0].namespace("X", mlp(7), aggregator=spy, **star, **FAST)
+            await center.open()
+            clients = await opened(nodes[1:], [mlp(0), mlp(1)], **star)
+            await center.wait_for_peers(2, timeout=3)
+            server = asyncio.ensure_future(center.serve())
+
+            await asyncio.gather(
+                *(
+                    ns.train(1, digit_loader(i, 3, sizes[ns.node.id]))
+                    for i, ns in enumerate(clients)
+                )
+            )
+            server.cancel()
+
+            (local, others), *_ = spy.calls
+            received = {c.sender: c for c in (local, *others)}
+            assert len(spy.calls) == 1
+            assert {s: c.samples for s, c in received.items()} == sizes  # not the centre's
+            for cid in sizes:
+                assert_same(dict(received[cid].arrays), expected_clients[cid], atol=1e-6)
+            for ns in clients:
+                assert ns.history[0].merged_from == ("c",)
+                assert_same(weights(ns.model), expected, atol=1e-6)
+            assert_same(weights(clients[0].model), weights(clients[1].model))
+            assert_same(weights(center.model), expected, atol=1e-6)
+            assert center.version == 1
+
+    arun(main)
+
+
+def test_a_training_centre_averages_its_own_model_in(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        spy = SpyAggregator()
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("c", "a")
+            star = {"topology": sb.topology.Star(), "sync": True}  # centre = smallest id "a"
+            center, client = await opened(nodes[::-1], [mlp(0), mlp(1)], **star)
+            center.aggregator = spy
+
+            await asyncio.gather(
+                center.train(2, digit_loader(0, 2, 64)), client.train(2, digit_loader(1, 2, 64))
+            )
+
+            assert center.node.id == "a"
+            assert [(lo.sender, [o.sender for o in os]) for lo, os in spy.calls] == [
+                ("a", ["c"]),
+                ("a", ["c"]),
+            ]
+            assert [r.merged_from for r in client.history] == [("a",), ("a",)]
+            assert_same(weights(center.model), weights(client.model))
+
+    arun(main)
+
+
+# ---------------------------------------------------------------------- gossip and rounds
+
+
+def test_gossip_on_a_ring_beats_local_training_on_label_skewed_digits(
+    arun: Run, cluster_factory: Any, mlp: Any, digits: Any
+) -> None:
+    epochs = 8
+
+    def shard(i: int) -> ArrayLoader:
+        keep = digits.y_train % 4 == i  # 2-3 classes per node
+        return ArrayLoader(digits.x_train[keep][:300], digits.y_train[keep][:300], 32, seed=i)
+
+    def adam(params: Any) -> Any:
+        import torch
+
+        return torch.optim.Adam(params, lr=0.01)
+
+    test = ArrayLoader(digits.x_test, digits.y_test, 512, shuffle=False)
+    local = []
+    for i in range(4):
+        alone = TorchAdapter(mlp(0), adam)
+        for _ in range(epochs):
+            alone.train_epoch(shard(i))
+        local.append(alone.evaluate(test).accuracy)
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("n0", "n1", "n2", "n3")
+            namespaces = [
+                n.namespace("R", mlp(0), adam, topology=sb.topology.Ring(), sync=True, **FAST)
+                for n in nodes
+            ]
+            for ns in namespaces:
+                await ns.open()
+            for ns in namespaces:
+                await ns.wait_for_peers(3, timeout=3)
+
+            histories = await asyncio.gather(
+                *(ns.train(epochs, shard(i), test) for i, ns in enumerate(namespaces))
+            )
+
+            federated = float(np.mean([h[-1].val_accuracy for h in histories]))
+            assert federated > float(np.mean(local)) + 0.15, (federated, local)
+            neighbours = [set(h[-1].merged_from) for h in histories]
+            assert neighbours == [{"n1", "n3"}, {"n0", "n2"}, {"n1", "n3"}, {"n0", "n2"}]
+
+    arun(main)
+
+
+def test_synchronous_rounds_are_reproducible(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def one_run() -> list[Arrays]:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b", "c", "d")
+            ring = sb.topology.Ring()
+            namespaces = await opened(nodes, [mlp(i) for i in range(4)], sync=True, topology=ring)
+            await asyncio.gather(
+                *(ns.train(3, digit_loader(i, 4, 64)) for i, ns in enumerate(namespaces))
+            )
+            return [weights(ns.model) for ns in namespaces]
+
+    results: list[list[Arrays]] = []
+
+    async def main() -> None:
+        results.append(await one_run())
+        results.append(await one_run())
+
+    arun(main)
+
+    first, second = results
+    for left, right in zip(first, second):
+        assert_same(left, right)  # bit for bit
+    with pytest.raises(AssertionError):
+        assert_same(first[0], first[1])  # ring neighbourhoods differ: so do the models
+
+
+def test_share_every_federates_every_k_steps(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        spies = [SpyAggregator(), SpyAggregator()]
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b")
+            namespaces = await opened(nodes, [mlp(0), mlp(1)], sync=True, share_every=2)
+            for ns, spy in zip(namespaces, spies):
+                ns.aggregator = spy
+
+            await asyncio.gather(  # 8 batches of 16: exchanges after steps 2, 4, 6, 8
+                *(
+                    ns.train(1, digit_loader(i, 2, 128, batch_size=16))
+                    for i, ns in enumerate(namespaces)
+                )
+            )
+            a = namespaces[0]
+            await nodes[1].close()  # alone now: no waiting for b's rounds
+            await a.train(1, digit_loader(0, 2, 96, batch_size=32), share_every=3)  # 3 steps
+
+            assert [len(s.calls) for s in spies] == [4, 4]
+            assert all(o[0].sender == "b" for _, o in spies[0].calls)
+            assert a.history[0].merged_from == ("b",)
+            assert a.history[0].version == 4 + 1  # 4 exchanges + the end-of-epoch publish
+            assert a.history[1].version == 5 + 1 + 1  # one more exchange (alone now) + publish
+
+    arun(main)
+
+
+def test_a_lone_node_trains_alone_without_waiting(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            ns = node.namespace("X", mlp(0), sync=True, round_timeout=20.0)
+            await ns.open()
+            start = time.monotonic()
+
+            history = await ns.train(3, digit_loader(0, 1, 64))
+
+            assert time.monotonic() - start < 5.0
+            assert [r.merged_from for r in history] == [(), (), ()]
+            assert [r.epoch for r in history] == [1, 2, 3] and ns.epochs_done == 3
+            assert [r.version for r in history] == [1, 2, 3]
+            assert all(r.samples == 64 and r.peers == 0 for r in history)
+
+    arun(main)
+
+
+def test_train_argument_errors(arun: Run, cluster_factory: Any, mlp: Any) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            empty = node.namespace("E")
+            with_model = node.namespace("M", mlp(0))
+
+            with pytest.raises(ConfigurationError, match="sync_model"):
+                await empty.train(1, [])
+            with pytest.raises(ConfigurationError, match="epochs must be >= 0"):
+                await with_model.train(-1, [])
+            with pytest.raises(ConfigurationError, match="share_every"):
+                node.namespace("S", mlp(0), share_every=0)
+
+    arun(main)
+
+
+# ---------------------------------------------------------------------- churn
+
+
+def test_a_peer_leaving_during_a_synchronous_round_does_not_stall_it(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b", "idle")
+            a, b, idle = await opened(nodes, [mlp(0), mlp(1), mlp(2)], sync=True, round_timeout=20)
+
+            async def leave_soon() -> None:
+                await asyncio.sleep(0.3)
+                await idle.node.close()  # it never sent its round-0 update
+
+            start = time.monotonic()
+            await asyncio.gather(
+                a.train(1, digit_loader(0, 2, 64)), b.train(1, digit_loader(1, 2, 64)), leave_soon()
+            )
+
+            assert time.monotonic() - start < 3.0  # far below round_timeout
+            assert a.history[0].merged_from == ("b",)
+            assert b.history[0].merged_from == ("a",)
+
+    arun(main)
+
+
+def test_a_crashed_peer_ends_the_round_when_it_times_out(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory(peer_timeout=0.5) as cluster:
+            nodes = await cluster.start("a", "idle")
+            a, idle = await opened(nodes, [mlp(0), mlp(1)], sync=True, round_timeout=20)
+
+            async def crash_soon() -> None:
+                await asyncio.sleep(0.2)
+                await idle.node.abort()
+
+            start = time.monotonic()
+            await asyncio.gather(a.train(1, digit_loader(0, 1, 64)), crash_soon())
+
+            assert time.monotonic() - start < 5.0
+            assert a.history[0].merged_from == ()
+
+    arun(main)
+
+
+def test_a_peer_that_stops_sending_mid_round_does_not_stall_it(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b")
+            a, b = await opened(nodes, [mlp(0), mlp(1)], sync=True, round_timeout=20)
+
+            async def stop_sending_soon() -> None:
+                await asyncio.sleep(0.3)
+                b.mode = "leeching"  # b never trains, so a waits for b's round-0 update
+
+            start = time.monotonic()
+            await asyncio.gather(a.train(1, digit_loader(0, 1, 64)), stop_sending_soon())
+
+            assert time.monotonic() - start < 3.0
+            assert a.history[0].merged_from == ()
+
+    arun(main)
+
+
+def test_clients_follow_a_restarted_centre(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        star = {"topology": sb.topology.Star(center="c"), "sync": True}
+        async with cluster_factory() as cluster:
+            center_node, client_node = await cluster.start("c", "a")
+            center, client = await opened([center_node, client_node], [mlp(9), mlp(0)], **star)
+            server = asyncio.ensure_future(center.serve())
+            await client.train(2, digit_loader(0, 1, 64))
+            server.cancel()
+            await center_node.close()
+
+            (restarted,) = await cluster.start("c")  # same id, new session, round counter 0
+            (center,) = await opened([restarted], [mlp(9)], **star)
+            await client.wait_for_peers(["c"], timeout=3)
+            server = asyncio.ensure_future(center.serve())
+            start = time.monotonic()
+            await client.train(1, digit_loader(0, 1, 64))
+            server.cancel()
+
+            assert time.monotonic() - start < 2.0  # not a round_timeout wait
+            assert client.history[-1].merged_from == ("c",)
+            assert_same(weights(client.model), weights(center.model))
+
+    arun(main)
+
+
+def test_a_restarted_gossip_peer_is_merged_again(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        gossip = {"gossip_wait": 0.5}  # asynchronous, but wait for the neighbour's update
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b")
+            a, b = await opened(nodes, [mlp(0), mlp(1)], **gossip)
+            await asyncio.gather(
+                a.train(3, digit_loader(0, 2, 64)), b.train(3, digit_loader(1, 2, 64))
+            )
+            await nodes[1].close()
+
+            (again,) = await cluster.start("b")  # new session: its versions restart at 0
+            (b,) = await opened([again], [mlp(1)], **gossip)
+            await a.wait_for_peers(["b"], timeout=3)
+            await asyncio.gather(
+                a.train(1, digit_loader(0, 2, 64)), b.train(1, digit_loader(1, 2, 64))
+            )
+
+            assert a.history[-1].merged_from == ("b",)
+            assert a.node.stats.dropped["stale"] == 0  # version 0 is not "older" than 2
+
+    arun(main)
+
+
+# ---------------------------------------------------------------------- sync_model
+
+
+def test_sync_model_gives_a_newcomer_the_exact_model(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, digits: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        import torch
+
+        async with cluster_factory() as cluster:
+            server_node, newcomer_node = await cluster.start("server", "new")
+            server = server_node.namespace("X", mlp(3), **FAST)
+            await server.open()
+            await server.train(1, digit_loader(0, 1, 64))  # the first batch is the example
+            newcomer = newcomer_node.namespace("X", **FAST)
+            await newcomer.open()
+            await newcomer.wait_for_peers(["server"], timeout=3)
+
+            model = await newcomer.sync_model(timeout=10)
+
+            assert newcomer.model is model
+            assert_same(newcomer.learner.adapter.get_arrays(), weights(server.model))
+            x = torch.from_numpy(digits.x_test[:5])
+            with torch.no_grad():
+                np.testing.assert_allclose(model(x).numpy(), server.model(x).numpy(), atol=1e-6)
+            assert newcomer.version == server.version
+            history = await newcomer.train(1, digit_loader(1, 2, 32))  # it can train too
+            assert len(history) == 1
+
+    arun(main)
+
+
+def test_sync_model_picks_the_peer_with_the_newest_version(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            old_node, new_node, me = await cluster.start("old", "new", "me")
+            old = old_node.namespace("X", mlp(1), **FAST)
+            new = new_node.namespace("X", mlp(2), **FAST)
+            mine = me.namespace("X", mlp(0), **FAST)
+            for ns in (old, new):
+                await ns.open()
+            await new.train(2, digit_loader(0, 1, 32))  # alone: version 2, old stays 0
+            await mine.open()
+            await mine.wait_for_peers(2, timeout=3)
+            while mine.node.peers.get("new").namespaces["X"].version < 2:
+                await asyncio.sleep(0.01)  # the Hello announcing version 2
+
+            await mine.sync_model(timeout=5)
+
+            assert_same(weights(mine.model), weights(new.model))
+
+    arun(main)
+
+
+@pytest.mark.parametrize("mode", ["seeding", "offline"])
+def test_sync_model_in_a_mode_that_does_not_receive_raises(
+    mode: str, arun: Run, cluster_factory: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            ns = node.namespace("X", mode=mode)
+            await ns.open()
+
+            with pytest.raises(ModeError, match=f"is {mode}"):
+                await ns.sync_model(timeout=1)
+
+    arun(main)
+
+
+def test_sync_model_with_nobody_serving_times_out(arun: Run, cluster_factory: Any) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            ns = node.namespace("X")
+            await ns.open()
+            start = time.monotonic()
+
+            with pytest.raises(PeerTimeoutError, match="no serving peer seen"):
+                await ns.sync_model(timeout=0.3)
+            assert time.monotonic() - start < 1.5
+
+    arun(main)
+
+
+def test_sync_model_reports_peers_that_cannot_serve(arun: Run, cluster_factory: Any) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            empty_node, leech_node, me = await cluster.start("empty", "leech", "me")
+            for node, mode in ((empty_node, "peer"), (leech_node, "leeching")):
+                await node.namespace("X", mode=mode).open()
+            ns = me.namespace("X")
+            await ns.open()
+            await ns.wait_for_peers(2, timeout=3)
+
+            with pytest.raises(PeerTimeoutError) as raised:
+                await ns.sync_model(timeout=0.5)
+
+            message = str(raised.value)
+            assert "empty: unavailable (no model yet)" in message
+            assert "leech" not in message  # a leecher is never asked
+            assert ns.model is None
+
+    arun(main)
+
+
+def test_serve_pushes_and_merges_in_gossip(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            trainer_node, server_node = await cluster.start("t", "s")
+            trainer, server = await opened(
+                [trainer_node, server_node], [mlp(0), mlp(1)], gossip_wait=2.0
+            )
+            serving = asyncio.ensure_future(server.serve(duration=1.0))
+
+            await trainer.train(1, digit_loader(0, 1, 64))
+            await serving  # meanwhile the server merges the trainer's update
+
+            assert trainer.history[0].merged_from == ("s",)  # the served weights, merged
+            assert server.version == 1
+            assert server.history.last is None  # serving is not training
+
+    arun(main)
