@@ -312,6 +312,8 @@ class Learner:
             return []
         if self.options.sync:
             await self._wait_for(sources, round_, self.options.round_timeout)
+            if not self._quorum(self.store.senders_with_round(sources, round_), sources):
+                return []
             updates = self.store.take_round(sources, round_, time.monotonic())
             # A node that fell behind (restart, pause) adopts the round its neighbours are in.
             self.version = max([self.version, *(u.round for u in updates)])
@@ -368,6 +370,8 @@ class Learner:
         if not self.ns.mode.receives:
             senders = []
         await self._wait_for(senders, -(2**62), self.options.round_timeout)
+        if not self._quorum(self.store.senders_with_round(senders, -(2**62)), senders):
+            return []
         updates = self.store.take_fresh(senders, time.monotonic())
         if not updates and not trained:
             return []
@@ -391,6 +395,19 @@ class Learner:
         if self.ns.mode.sends and receivers:
             await self._push(receivers, self.adapter.get_arrays(), self._global_round)
         return [u.sender for u in updates]
+
+    def _quorum(self, arrived: set[str], expected: list[str]) -> bool:
+        """True when a synchronous round has the ``min_peers`` updates it needs to merge."""
+        needed = min(self.options.min_peers, len(expected))
+        if len(arrived) >= needed:
+            return True
+        logger.info(
+            "namespace %s: round has %d of the %d updates min_peers asks for; not merging",
+            self.ns.name,
+            len(arrived),
+            needed,
+        )
+        return False
 
     def _outgoing(self, local: Arrays) -> Arrays:
         privacy = self.options.privacy
@@ -431,15 +448,13 @@ class Learner:
             if len(have) == len(present):
                 return
             if not await self._wait_arrival(deadline):
-                if len(have) < self.options.min_peers:
-                    logger.info(
-                        "namespace %s: round %d ended with %d of %d peers (min_peers=%d)",
-                        self.ns.name,
-                        round_,
-                        len(have),
-                        len(present),
-                        self.options.min_peers,
-                    )
+                logger.info(
+                    "namespace %s: round %d timed out with %d of %d peers",
+                    self.ns.name,
+                    round_,
+                    len(have),
+                    len(present),
+                )
                 return
 
     def _still_sends(self, peer: str) -> bool:

@@ -20,8 +20,10 @@ class LearningOptions:
         sync: synchronous rounds instead of asynchronous gossip. With a topology that has a
             centre (``Star``) this is classic centralized FedAvg.
         round_timeout: seconds a synchronous round waits for the expected peers.
-        min_peers: in a synchronous round, proceed early once this many peers have sent;
-            below it the round still ends at ``round_timeout`` (a node never stalls).
+        min_peers: the fewest peer updates a synchronous round needs to merge. A round ends
+            when every expected peer has sent or at ``round_timeout`` (a node never stalls);
+            with fewer than ``min_peers`` updates (or than the expected peers, if fewer) it
+            keeps its own weights for that round.
         share_every: federate every this many optimizer steps instead of once per epoch.
         gossip_wait: in gossip, seconds to wait for fresh updates from in-neighbours before
             merging what is there (0 = merge what has arrived).

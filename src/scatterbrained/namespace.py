@@ -118,7 +118,7 @@ class Namespace:
         self.aggregator = aggregator if aggregator is not None else FedAvg()
         self.peer_filter = peer_filter
         self._members: dict[str, Identity] = {}
-        self._membership = asyncio.Condition()
+        self._membership = asyncio.Event()  # replaced (after being set) on every change
         self._raw: asyncio.Queue[tuple[Identity, list[bytes]]] = asyncio.Queue(recv_queue_size)
         self._event_queues: list[asyncio.Queue[PeerEvent]] = []
         self._callbacks: list[Callable[[PeerEvent], Any]] = []
@@ -301,12 +301,9 @@ class Namespace:
         self._notify_membership()
 
     def _notify_membership(self) -> None:
-        async def notify() -> None:
-            async with self._membership:
-                self._membership.notify_all()
-
-        if self._open or self._members:
-            asyncio.get_running_loop().create_task(notify())
+        """Wake every ``wait_for_peers`` call (they re-check their condition)."""
+        self._membership.set()
+        self._membership = asyncio.Event()
 
     def _emit(self, event: PeerEvent) -> None:
         logger.info(
@@ -365,8 +362,8 @@ class Namespace:
             return len(self._members) >= count
 
         async def wait() -> None:
-            async with self._membership:
-                await self._membership.wait_for(satisfied)
+            while not satisfied():
+                await self._membership.wait()
 
         try:
             await asyncio.wait_for(wait(), timeout)

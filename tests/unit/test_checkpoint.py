@@ -32,7 +32,10 @@ def assert_same(left: dict[str, Any], right: dict[str, Any]) -> None:
 
 
 def test_save_and_load_round_trip_without_extra(tmp_path: Path) -> None:
-    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3, np.int64)}
+    arrays: dict[str, np.ndarray] = {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "n": np.array(3, np.int64),
+    }
     meta = {"epochs_done": 2, "mode": "peer", "history": [{"epoch": 1}]}
 
     written = save_checkpoint(tmp_path / "sub" / "c.npz", arrays, meta)
@@ -169,7 +172,7 @@ def test_checkpoint_dir_saves_every_epoch_and_a_new_namespace_resumes(
             trained = weights(ns.model)
             await node.close()
 
-            files = sorted(p.name for p in tmp_path.iterdir())
+            files = sorted(p.name for p in tmp_path.iterdir())  # noqa: ASYNC240
             (again,) = await cluster.start("worker")  # same id: same checkpoint file
             resumed = again.namespace("My/Net", mlp(9), **options)
             await resumed.open()
@@ -209,7 +212,10 @@ def test_a_restored_centre_keeps_clients_in_step(
     (and so expects rounds after V - 1) accepts without waiting for ``round_timeout``."""
 
     async def main() -> None:
+        import torch
+
         star = {"topology": sb.topology.Star(center="c"), "sync": True, **FAST}
+        example = {"example_input": torch.zeros(2, 64)}  # a restored node has no first batch
         async with cluster_factory() as cluster:
             (center_node,) = await cluster.start("c")
             center = center_node.namespace("X", mlp(9), checkpoint_dir=tmp_path, **star)
@@ -218,13 +224,13 @@ def test_a_restored_centre_keeps_clients_in_step(
             await center_node.close()
 
             center_node, client_node = await cluster.start("c", "a")
-            center = center_node.namespace("X", mlp(9), checkpoint_dir=tmp_path, **star)
+            center = center_node.namespace("X", mlp(9), checkpoint_dir=tmp_path, **example, **star)
             client = client_node.namespace("X", **star)
             await center.open()
             await client.open()
             await client.wait_for_peers(["c"], timeout=3)
             await center.wait_for_peers(["a"], timeout=3)
-            await client.sync_model(timeout=10)
+            await client.sync_model(timeout=5)
             server = asyncio.ensure_future(center.serve())
 
             history = await client.train(1, digit_loader(1, 2, 64))

@@ -36,7 +36,9 @@ class SpyAggregator:
 
 async def opened(nodes: Sequence[Any], models: Sequence[Any], **options: Any) -> list[Any]:
     """Open namespace "X" on every node (with its model) and wait until all see each other."""
-    namespaces = [n.namespace("X", m, **{**FAST, **options}) for n, m in zip(nodes, models)]
+    namespaces = [
+        n.namespace("X", m, **{**FAST, **options}) for n, m in zip(nodes, models, strict=True)
+    ]
     for ns in namespaces:
         await ns.open()
     for ns in namespaces:
@@ -51,11 +53,9 @@ def assert_same(left: Arrays, right: Arrays, atol: float = 0.0) -> None:
 
 
 def fedavg_by_hand(models: Sequence[Arrays], samples: Sequence[int]) -> Arrays:
-    total = float(sum(samples))
-    return {
-        name: sum(n * m[name].astype(np.float64) for m, n in zip(models, samples)) / total
-        for name in models[0]
-    }
+    stacked = {name: np.stack([m[name].astype(np.float64) for m in models]) for name in models[0]}
+    share = np.asarray(samples, dtype=np.float64) / float(sum(samples))
+    return {name: np.tensordot(share, rows, axes=1) for name, rows in stacked.items()}
 
 
 # ---------------------------------------------------------------------- centralized FedAvg
@@ -150,12 +150,12 @@ def test_gossip_on_a_ring_beats_local_training_on_label_skewed_digits(
         return torch.optim.Adam(params, lr=0.01)
 
     test = ArrayLoader(digits.x_test, digits.y_test, 512, shuffle=False)
-    local = []
+    local: list[float] = []
     for i in range(4):
         alone = TorchAdapter(mlp(0), adam)
         for _ in range(epochs):
             alone.train_epoch(shard(i))
-        local.append(alone.evaluate(test).accuracy)
+        local.append(float(alone.evaluate(test).accuracy or 0.0))
 
     async def main() -> None:
         async with cluster_factory() as cluster:
@@ -173,7 +173,7 @@ def test_gossip_on_a_ring_beats_local_training_on_label_skewed_digits(
                 *(ns.train(epochs, shard(i), test) for i, ns in enumerate(namespaces))
             )
 
-            federated = float(np.mean([h[-1].val_accuracy for h in histories]))
+            federated = float(np.mean([float(h[-1].val_accuracy or 0.0) for h in histories]))
             assert federated > float(np.mean(local)) + 0.15, (federated, local)
             neighbours = [set(h[-1].merged_from) for h in histories]
             assert neighbours == [{"n1", "n3"}, {"n0", "n2"}, {"n1", "n3"}, {"n0", "n2"}]
@@ -203,7 +203,7 @@ def test_synchronous_rounds_are_reproducible(
     arun(main)
 
     first, second = results
-    for left, right in zip(first, second):
+    for left, right in zip(first, second, strict=True):
         assert_same(left, right)  # bit for bit
     with pytest.raises(AssertionError):
         assert_same(first[0], first[1])  # ring neighbourhoods differ: so do the models
@@ -217,7 +217,7 @@ def test_share_every_federates_every_k_steps(
         async with cluster_factory() as cluster:
             nodes = await cluster.start("a", "b")
             namespaces = await opened(nodes, [mlp(0), mlp(1)], sync=True, share_every=2)
-            for ns, spy in zip(namespaces, spies):
+            for ns, spy in zip(namespaces, spies, strict=True):
                 ns.aggregator = spy
 
             await asyncio.gather(  # 8 batches of 16: exchanges after steps 2, 4, 6, 8
@@ -432,8 +432,20 @@ def test_sync_model_gives_a_newcomer_the_exact_model(
     arun(main)
 
 
+def announced_version(ns: Any, peer_id: str) -> int | None:
+    """The model version ``peer_id`` last announced in ``ns`` (``None`` if unknown)."""
+    record = ns.node.peers.get(peer_id)
+    info = record.namespaces.get(ns.name) if record is not None else None
+    return None if info is None else int(info.version)
+
+
 def test_sync_model_picks_the_peer_with_the_newest_version(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+    arun: Run,
+    cluster_factory: Any,
+    mlp: Any,
+    digit_loader: Any,
+    weights: Any,
+    eventually: Callable[..., Any],
 ) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
@@ -446,8 +458,7 @@ def test_sync_model_picks_the_peer_with_the_newest_version(
             await new.train(2, digit_loader(0, 1, 32))  # alone: version 2, old stays 0
             await mine.open()
             await mine.wait_for_peers(2, timeout=3)
-            while mine.node.peers.get("new").namespaces["X"].version < 2:
-                await asyncio.sleep(0.01)  # the Hello announcing version 2
+            await eventually(lambda: announced_version(mine, "new") == 2, what="v2 Hello")
 
             await mine.sync_model(timeout=5)
 

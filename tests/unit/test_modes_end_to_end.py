@@ -186,7 +186,7 @@ def test_leech_until_from_the_default_mode_switches_before_the_first_exchange(
 
 
 def test_a_manual_mode_change_during_training_applies_from_the_next_exchange(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, eventually: Any
 ) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
@@ -194,8 +194,7 @@ def test_a_manual_mode_change_during_training_applies_from_the_next_exchange(
             slow = SlowLoader(digit_loader(0, 2, 64), pause=0.1)  # 2 batches: 0.2 s / epoch
 
             async def switch_after_first_epoch() -> None:
-                while len(a.history) < 1:
-                    await asyncio.sleep(0.005)
+                await eventually(lambda: len(a.history) == 1, what="first epoch")
                 a.mode = "seeding"
 
             await asyncio.gather(

@@ -188,7 +188,7 @@ def test_recv_times_out_with_peer_timeout_error(arun: Run, cluster_factory: Any)
         async with cluster_factory() as cluster:
             (a,) = await open_all(cluster, "a")
 
-            with pytest.raises(PeerTimeoutError, match="no payload within 0.05 s"):
+            with pytest.raises(PeerTimeoutError, match=r"no payload within 0\.05 s"):
                 await a.recv(timeout=0.05)
 
     arun(main)
@@ -224,6 +224,7 @@ def test_peer_events_iterator_sees_join_and_leave(arun: Run, cluster_factory: An
             await asyncio.sleep(0)  # the iterator subscribes
             (b,) = await open_all(cluster, "b")
             await a.wait_for_peers(1, timeout=3)
+            await b.wait_for_peers(1, timeout=3)  # so that b says Bye to a
             await b.close()
             await asyncio.wait_for(collector, 3)
 
@@ -252,6 +253,7 @@ def test_on_peer_change_callbacks_and_unsubscribe(
             unsubscribe()
             (b,) = await open_all(cluster, "b")
             await a.wait_for_peers(1, timeout=3)
+            await b.wait_for_peers(1, timeout=3)  # so that b says Bye to a
             await b.close()
             await eventually(lambda: len(seen) == 2, what="left event")
 

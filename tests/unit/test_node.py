@@ -133,7 +133,7 @@ def test_close_closes_open_namespaces(arun: Run, cluster_factory: Any) -> None:
 
 @pytest.mark.parametrize("name", ["", "x" * 257])
 def test_namespace_name_must_be_1_to_256_characters(name: str) -> None:
-    with pytest.raises(ConfigurationError, match="1..256"):
+    with pytest.raises(ConfigurationError, match=r"1\.\.256"):
         Node("a").namespace(name)
 
 
@@ -324,7 +324,7 @@ def test_a_duplicated_message_is_dropped_as_replay(
             original = transport.send
 
             async def send_twice(address: str, frames: Any, **kw: Any) -> bool:
-                first = await original(address, frames, **kw)
+                first: bool = await original(address, frames, **kw)
                 await original(address, frames, **kw)
                 return first
 

@@ -151,9 +151,17 @@ def generate(path: Path, force: bool) -> None:
     """Write a new key pair: PATH (secret, mode 0600) and its public key file."""
     from ..transport.security import KeyPair
 
-    if path.exists() and not force:
-        raise ConfigurationError(f"{path} exists; pass --force to overwrite it")
+    public_path = KeyPair.public_path(path)
+    for target in (path, public_path):
+        if target.exists() and not force:
+            raise ConfigurationError(f"{target} exists; pass --force to overwrite it")
     pair = KeyPair.generate()
-    written = pair.save(path)
+    try:
+        written = pair.save(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the key pair to {path}: {exc.strerror}; "
+            "create the folder first or choose a writable path"
+        ) from None
     click.echo(f"public key: {pair.public}")
     click.echo(f"written: {written}")

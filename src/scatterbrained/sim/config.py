@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..types import OperatingMode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,44 +114,10 @@ class SimConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.nodes >= 1, f"nodes must be >= 1, got {self.nodes}", "set nodes = 8")
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}", "set epochs = 10")
-        _check(
-            self.backend in BACKENDS,
-            f"unknown backend {self.backend!r}",
-            f"use one of {', '.join(BACKENDS)}",
-        )
-        for name in ("churn_rate", "drop_rate"):
-            value = getattr(self, name)
-            _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}", f"fix {name}")
-        _check(self.delay_ms >= 0, f"delay_ms must be >= 0, got {self.delay_ms}", "fix delay_ms")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "fix it")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}", "fix lr")
-        _check(self.round_timeout > 0, "round_timeout must be > 0 s", "fix round_timeout")
-        for fault in self.faults:
-            _check(
-                fault.action in FAULT_ACTIONS,
-                f"fault action {fault.action!r} is unknown",
-                f"use one of {', '.join(FAULT_ACTIONS)}",
-            )
-            _check(
-                0 <= fault.node < self.nodes,
-                f"fault names node {fault.node} but there are {self.nodes} nodes "
-                f"(0..{self.nodes - 1})",
-                "fix the fault's node index",
-            )
-            _check(
-                0 <= fault.epoch <= self.epochs,
-                f"fault at epoch {fault.epoch} is outside 0..{self.epochs}",
-                "fix the fault's epoch",
-            )
-        for table in ("modes", "policies"):
-            for key in getattr(self, table):
-                _check(
-                    str(key).isdigit() and int(key) < self.nodes,
-                    f"{table} has key {key!r}, expected a node index 0..{self.nodes - 1}",
-                    f'write {table} = {{"0" = "..."}}',
-                )
+        _check_ranges(self)
+        _check_faults(self)
+        _check_node_tables(self)
+        _check_specs(self)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict that :meth:`from_mapping` reads back."""
@@ -176,10 +143,20 @@ class SimConfig:
                 hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
                 raise ConfigurationError(f"unknown config key {key!r}; {hint}")
             values[name] = value
-        values["faults"] = tuple(_fault(f) for f in values.get("faults", ()))
+        faults = values.get("faults", ())
+        _check(
+            isinstance(faults, (list, tuple)),
+            f"faults = {faults!r} is not a list",
+            'write faults = [{epoch = 5, node = 3, action = "kill"}]',
+        )
+        values["faults"] = tuple(_fault(f) for f in faults)
         for table in ("modes", "policies"):
             if table in values:
-                _check(isinstance(values[table], Mapping), f"{table} must be a table", "fix it")
+                _check(
+                    isinstance(values[table], Mapping),
+                    f"{table} = {values[table]!r} is not a table",
+                    f'write {table} = {{"3" = "..."}} (node index -> value)',
+                )
                 values[table] = {str(k): str(v) for k, v in values[table].items()}
         _check_types(values)
         return cls(**values)
@@ -206,6 +183,95 @@ def load_config(path: str | Path) -> SimConfig:
     return SimConfig.from_mapping(data)
 
 
+def _check_ranges(config: SimConfig) -> None:
+    _check(config.nodes >= 1, f"nodes must be >= 1, got {config.nodes}", "set nodes = 8")
+    _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}", "set epochs = 10")
+    _check(
+        config.backend in BACKENDS,
+        f"unknown backend {config.backend!r}",
+        f"use one of {', '.join(BACKENDS)}",
+    )
+    for name in ("churn_rate", "drop_rate"):
+        value = getattr(config, name)
+        _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}", f"fix {name}")
+    _check(config.delay_ms >= 0, f"delay_ms must be >= 0, got {config.delay_ms}", "fix delay_ms")
+    _check(config.lr > 0, f"lr must be > 0, got {config.lr}", "fix lr")
+    _check(config.round_timeout > 0, "round_timeout must be > 0 s", "fix round_timeout")
+    for name in ("batch_size", "threads", "hidden"):
+        value = getattr(config, name)
+        _check(value >= 1, f"{name} must be >= 1, got {value}", f"fix {name}")
+    for name in ("train_limit", "test_limit", "share_every"):
+        value = getattr(config, name)
+        _check(
+            value is None or value >= 1,
+            f"{name} must be >= 1, got {value}",
+            f"fix {name} or leave it out ({_UNSET_MEANS[name]})",
+        )
+
+
+def _check_faults(config: SimConfig) -> None:
+    for fault in config.faults:
+        _check(
+            fault.action in FAULT_ACTIONS,
+            f"fault action {fault.action!r} is unknown",
+            f"use one of {', '.join(FAULT_ACTIONS)}",
+        )
+        _check(
+            0 <= fault.node < config.nodes,
+            f"fault names node {fault.node} but there are {config.nodes} nodes "
+            f"(0..{config.nodes - 1})",
+            "fix the fault's node index",
+        )
+        _check(
+            0 <= fault.epoch <= config.epochs,
+            f"fault at epoch {fault.epoch} is outside 0..{config.epochs}",
+            "fix the fault's epoch",
+        )
+
+
+def _check_node_tables(config: SimConfig) -> None:
+    for table in ("modes", "policies"):
+        for key in getattr(config, table):
+            _check(
+                str(key).isdigit() and int(key) < config.nodes,
+                f"{table} has key {key!r}, expected a node index 0..{config.nodes - 1}",
+                f'write {table} = {{"0" = "..."}}',
+            )
+
+
+def _check_specs(config: SimConfig) -> None:
+    """Build every spec once, so a typo fails here and not after the nodes started."""
+    from ..federation.aggregation import aggregator_from_spec
+    from ..federation.policies import policy_from_spec
+    from ..federation.topology import topology_from_spec
+    from .models import MODEL_FACTORIES
+    from .partition import parse_partition_spec
+
+    topology_from_spec(config.topology)
+    aggregator_from_spec(config.aggregator)
+    parse_partition_spec(config.partition)
+    _check(
+        config.model.strip().lower() in MODEL_FACTORIES,
+        f"unknown model {config.model!r}",
+        f"use one of {', '.join(MODEL_FACTORIES)}",
+    )
+    _check_mode("mode", config.mode)
+    for key, mode in config.modes.items():
+        _check_mode(f'modes."{key}"', mode)
+    for key, spec in config.policies.items():
+        try:
+            policy_from_spec(spec)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f'policies."{key}": {exc}') from None
+
+
+def _check_mode(where: str, mode: str) -> None:
+    try:
+        OperatingMode.parse(mode)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where} = {mode!r}: {exc}") from None
+
+
 def _check(ok: bool, problem: str, fix: str) -> None:
     if not ok:
         raise ConfigurationError(f"{problem}; {fix}")
@@ -221,9 +287,21 @@ def _fault(entry: Any) -> FaultEvent:
     )
     extra = set(entry) - {"epoch", "node", "action"}
     _check(not extra, f"fault has unknown keys {sorted(extra)}", "use epoch, node and action")
+    for key in ("epoch", "node"):
+        value = entry[key]
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"fault {key} = {value!r} is not an integer",
+            f"write {key} = 3 (a whole number) in {dict(entry)!r}",
+        )
     return FaultEvent(int(entry["epoch"]), int(entry["node"]), str(entry["action"]))
 
 
+_UNSET_MEANS = {
+    "train_limit": "all samples",
+    "test_limit": "all samples",
+    "share_every": "share once per epoch",
+}
 _OPTIONAL = ("out", "share_every", "train_limit", "test_limit")
 _TYPES: dict[str, tuple[type, ...]] = {
     "train_limit": (int,),

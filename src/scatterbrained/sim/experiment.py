@@ -69,7 +69,9 @@ class Experiment:
                 f"training samples; use at most {len(dataset.y_train)} nodes"
             )
         parts = partition(config.partition, dataset.y_train, config.nodes, config.seed)
-        return cls(config, dataset, parts)
+        exp = cls(config, dataset, parts)
+        exp.model_kwargs()  # e.g. a cnn on flat inputs fails here, before any node starts
+        return exp
 
     @property
     def ids(self) -> list[str]:

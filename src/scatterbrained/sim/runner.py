@@ -79,10 +79,10 @@ def run_simulation(
     _set_threads(config.threads)
     out = Path(config.out) if config.out else default_out()
     config = config.replace(out=str(out))
+    status(f"loading {config.dataset}")
+    exp = Experiment.load(config)  # a missing dataset fails before the run folder exists
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
-    status(f"loading {config.dataset}")
-    exp = Experiment.load(config)
     started = time.monotonic()
     status(f"running {config.nodes} nodes ({config.backend} backend)")
     if config.backend == "process":
