@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ def load_object(spec: str) -> Any:
         raise ConfigurationError(
             f"expected module:attribute, got {spec!r} (e.g. mypkg.models:make)"
         )
+    if os.getcwd() not in sys.path:  # like `python -m`, find modules in the working folder
+        sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -53,7 +57,13 @@ def load_object(spec: str) -> Any:
 @click.option("--bootstrap", multiple=True, help="tcp://host:port[#KEY] of a known peer (repeat).")
 @click.option("--discovery", type=click.Choice(["lan", "loopback", "off"]), help="Discovery scope.")
 @click.option("--topology", default="fully-connected", show_default=True, help="Topology spec.")
-@click.option("--mode", default="peer", show_default=True, help="peer, seeding, leeching, offline.")
+@click.option(
+    "--mode",
+    type=click.Choice(["peer", "seeding", "leeching", "offline"], case_sensitive=False),
+    default="peer",
+    show_default=True,
+    help="Initial operating mode.",
+)
 @click.option("--policy", help="Policy spec, e.g. leech-until:samples=1000.")
 @click.option("--aggregator", default="fedavg", show_default=True, help="Aggregator spec.")
 @click.option("--keys", "key_file", type=click.Path(path_type=Path), help="This node's key file.")
@@ -97,6 +107,7 @@ async def _run_node(o: dict[str, Any]) -> None:
             if model is None:
                 click.echo("no --model: waiting for a peer to sync the model from")
                 await ns.sync_model()
+                click.echo(f"model synced (version {ns.version})")
             if o["data_spec"]:
                 trainloader, validloader = _loaders(load_object(o["data_spec"])())
                 history = await ns.train(o["epochs"], trainloader, validloader)
@@ -124,19 +135,22 @@ def peers(namespace: str, timeout: float, discovery: str | None) -> None:
     """List the nodes present in NAMESPACE (joins it as LEECHING to listen)."""
     from ..node import Node
 
-    async def listen() -> list[Any]:
+    async def listen() -> list[tuple[Any, str]]:
         async with Node(discovery_scope=discovery) as sb_node:
             async with sb_node.namespace(namespace, mode="leeching") as ns:
                 await asyncio.sleep(timeout)
-                return sorted(ns.peers)
+                found = []
+                for peer in sorted(ns.peers):
+                    mode = ns.peer_mode(peer.id)
+                    found.append((peer, mode.value if mode is not None else "?"))
+                return found
 
     found = asyncio.run(listen())
     if not found:
         click.echo(f"no peers found in {namespace!r} within {timeout} s")
         return
-    for peer in found:
-        record_mode = ""
-        click.echo(f"{peer.id}\t{peer.host}:{peer.port}{record_mode}")
+    for peer, mode in found:
+        click.echo(f"{peer.id}\t{peer.host}:{peer.port}\t{mode}")
 
 
 @click.group()
