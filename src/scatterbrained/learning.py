@@ -598,6 +598,8 @@ class Learner:
             return pushed_version
         async with self._lock:
             targets, sources = self._neighbours()
+            if self.options.sync:
+                return await self._serve_round(targets, sources, pushed_version)
             if self.ns.mode.receives and sources:
                 updates = self.store.take_fresh(sources, time.monotonic())
                 if self._merge(self.adapter.get_arrays(), updates):
@@ -608,6 +610,24 @@ class Learner:
                 await self._push(targets, self._outgoing(self._published), self.version)
                 return self.version
         return pushed_version
+
+    async def _serve_round(self, targets: list[str], sources: list[str], pushed: int) -> int:
+        """In synchronous rounds, a serving node answers the round its neighbours are in.
+
+        Without this, neighbours that train would wait ``round_timeout`` for it every round.
+        """
+        assert self.adapter is not None and self._published is not None
+        newest = self.store.latest_round(sources)
+        if newest is None or newest < self.version:
+            return pushed
+        if self.ns.mode.sends and targets:
+            await self._push(targets, self._outgoing(self._published), newest)
+        if self.ns.mode.receives:
+            updates = self.store.take_round(sources, newest, time.monotonic())
+            self._merge(self.adapter.get_arrays(), updates)
+        self.version = newest + 1
+        self._publish()
+        return self.version
 
     # ------------------------------------------------------------------ sync_model
 

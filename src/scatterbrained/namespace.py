@@ -126,6 +126,7 @@ class Namespace:
         self.bytes_received = 0
         self.dropped_raw = 0
         self._open = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.learner = Learner(
             self, model, create_optimizer, loss, LearningOptions.from_kwargs(learning)
         )
@@ -149,6 +150,8 @@ class Namespace:
         if self._open:
             return
         await self.learner.open()
+        self._loop = asyncio.get_running_loop()
+        self._modes.evaluate(self.learner._policy_state())  # e.g. LeechUntil starts LEECHING
         self.node._register(self)
         self._open = True
         logger.info("node %s joined namespace %s as %s", self.node.id, self.name, self.mode.value)
@@ -190,7 +193,17 @@ class Namespace:
             new = OperatingMode.parse(value)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        if self._modes.set_manual(new, "set by hand"):
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop or self._loop is None:
+            self._set_mode(new)
+        else:  # from the training thread (a step hook, a loader): apply on the event loop
+            self._loop.call_soon_threadsafe(self._set_mode, new)
+
+    def _set_mode(self, new: OperatingMode) -> None:
+        if self._modes.set_manual(new, "set by hand") and self._open:
             self.node._mode_changed()
 
     @property

@@ -442,6 +442,9 @@ class Node:
             except Exception:  # a bug must not stop the node
                 logger.exception("node %s: error handling a message", self.id)
                 self.stats.dropped["internal"] += 1
+            # Release the frames before waiting: holding a model-sized message while idle
+            # doubles memory and makes the next receive fault in fresh pages.
+            del envelope
 
     async def _discovery_loop(self) -> None:
         assert self._discovery is not None

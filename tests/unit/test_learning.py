@@ -304,6 +304,33 @@ def test_a_peer_leaving_during_a_synchronous_round_does_not_stall_it(
     arun(main)
 
 
+@pytest.mark.parametrize(("min_peers", "merged"), [(1, ("b",)), (2, ())])
+def test_min_peers_is_the_quorum_a_synchronous_round_needs_to_merge(
+    min_peers: int,
+    merged: tuple[str, ...],
+    arun: Run,
+    cluster_factory: Any,
+    mlp: Any,
+    digit_loader: Any,
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("a", "b", "idle")  # "idle" never sends an update
+            a, b, _ = await opened(
+                nodes, [mlp(0), mlp(1), mlp(2)], sync=True, round_timeout=0.5, min_peers=min_peers
+            )
+            start = time.monotonic()
+
+            await asyncio.gather(
+                a.train(1, digit_loader(0, 2, 64)), b.train(1, digit_loader(1, 2, 64))
+            )
+
+            assert 0.5 <= time.monotonic() - start < 3.0  # ended by round_timeout
+            assert a.history[0].merged_from == merged
+
+    arun(main)
+
+
 def test_a_crashed_peer_ends_the_round_when_it_times_out(
     arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
 ) -> None:

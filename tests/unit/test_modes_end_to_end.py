@@ -167,7 +167,7 @@ def test_leech_until_switches_exactly_when_samples_cross_the_threshold(
     arun(main)
 
 
-def test_leech_until_from_the_default_mode_switches_before_the_first_exchange(
+def test_leech_until_from_the_default_mode_starts_leeching_when_the_namespace_opens(
     arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
 ) -> None:
     async def main() -> None:
@@ -175,12 +175,17 @@ def test_leech_until_from_the_default_mode_switches_before_the_first_exchange(
             (node,) = await cluster.start("l")
             ns = node.namespace("X", mlp(0), policy=sb.policies.LeechUntil(samples=100), **FAST)
             await ns.open()
+            mode_when_opened = ns.mode
 
             await ns.train(2, digit_loader(0, 1, 64))
 
+            assert mode_when_opened is OperatingMode.LEECHING  # before any beacon or exchange
             assert [r.mode for r in ns.history] == ["leeching", "peer"]
-            assert [len(r.mode_switches) for r in ns.history] == [1, 1]
-            assert ns.history[0].mode_switches[0].startswith("peer->leeching")
+            assert [len(r.mode_switches) for r in ns.history] == [0, 1]
+            assert [(s.at_epoch, s.old, s.new) for s in ns.mode_history] == [
+                (0, OperatingMode.PEER, OperatingMode.LEECHING),
+                (2, OperatingMode.LEECHING, OperatingMode.PEER),  # after 128 >= 100 samples
+            ]
 
     arun(main)
 

@@ -107,7 +107,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     out.print(table)
     if summary.get("events"):
         churn = ", ".join(
-            f"{e['node']} {e['event']} after epoch {e['epoch']}" for e in summary["events"]
+            # an event's epoch is the first epoch it affects: it happened before that epoch
+            f"{e['node']} {e['event']} before epoch {e['epoch']}"
+            for e in summary["events"]
         )
         out.print(f"churn: {churn}")
     out.print(f"run folder: {result.out}")

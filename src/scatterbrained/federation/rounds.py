@@ -88,6 +88,11 @@ class UpdateStore:
         """The senders among ``senders`` that have an update for ``round`` or later."""
         return {s for s in senders if any(r >= round for r in self._by_sender.get(s, {}))}
 
+    def latest_round(self, senders: Collection[str]) -> int | None:
+        """The newest round stored from any of ``senders``, or ``None`` when nothing is stored."""
+        rounds = [r for s in senders for r in self._by_sender.get(s, {})]
+        return max(rounds) if rounds else None
+
     def take_round(self, senders: Collection[str], round: int, now: float) -> list[StoredUpdate]:
         """Take, per sender, its update for exactly ``round`` (else the closest later one).
 

@@ -77,7 +77,8 @@ class SimConfig:
         share_every: federate every this many optimizer steps instead of once per epoch.
         batch_size: training batch size.
         lr: Adam learning rate.
-        seed: seed of everything (data split, model init, topology, churn).
+        seed: seed of the data split, model init, batch order, message drops and churn
+            (``random-regular`` takes its own ``seed=`` parameter).
         centralized: also train one model on all the data as a baseline.
         local_only: also train every node alone as a baseline.
         out: run folder (created; default ``runs/<timestamp>``).

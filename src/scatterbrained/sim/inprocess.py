@@ -216,14 +216,20 @@ async def apply_faults(
 
 
 async def settle(nodes: list[SimNode], timeout: float = SETTLE_TIMEOUT) -> bool:
-    """Wait until every running node sees exactly the other active nodes as peers."""
+    """Wait until every active node sees exactly the other active nodes as peers.
+
+    Active: running, not paused and not OFFLINE. An OFFLINE node (configured so, or paused)
+    is silent and tracks nobody, so its own view is not waited for.
+    """
     deadline = time.monotonic() + timeout
     while True:
         active_ids = {
             sn.id for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE
         }
         settled = all(
-            {p.id for p in sn.ns.peers} == active_ids - {sn.id} for sn in nodes if sn.alive
+            {p.id for p in sn.ns.peers} == active_ids - {sn.id}
+            for sn in nodes
+            if sn.id in active_ids
         )
         if settled:
             return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,14 +95,12 @@ def run_simulation(
     wall = time.monotonic() - started
     _write_jsonl(out / "metrics.jsonl", rows)
     centralized = local_only = None
-    _set_threads(os.cpu_count() or 1)  # the nodes are done: baselines may use every core
     if config.centralized:
         status("training the centralized baseline")
         centralized = exp.centralized_accuracy()
     if config.local_only:
         status("training every node alone (local-only baseline)")
         local_only = exp.local_only_accuracies()
-    _set_threads(config.threads)
     summary = summarize(config, rows, wall, centralized, local_only)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     status("drawing plots")

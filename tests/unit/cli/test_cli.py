@@ -1,0 +1,265 @@
+"""The ``scatterbrained`` command line: help texts, ``keys generate``, a small simulate run."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from scatterbrained.cli.main import main
+from scatterbrained.cli.progress import print_summary
+from scatterbrained.cli.simulate import _apply_overrides, demo_config
+from scatterbrained.sim.config import FaultEvent, SimConfig, load_config
+from scatterbrained.sim.runner import RunResult
+from scatterbrained.transport.security import KeyPair, load_public_key
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "simulation.toml"
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    [
+        ([], ["demo", "simulate", "node", "peers", "keys", "--verbose", "--version"]),
+        (["demo"], ["--nodes", "--epochs", "--dataset", "--topology", "--out", "n005"]),
+        (
+            ["simulate"],
+            [
+                "CONFIG_FILE",
+                "--nodes",
+                "--partition",
+                "--model",
+                "--aggregator",
+                "--backend",
+                "--seed",
+                "--sync / --gossip",
+                "--centralized / --no-centralized",
+                "--local-only",
+            ],
+        ),
+        (
+            ["node"],
+            [
+                "--namespace",
+                "--model",
+                "--data",
+                "--bootstrap",
+                "--discovery",
+                "--mode",
+                "--policy",
+                "--keys",
+                "--allow",
+                "--checkpoint-dir",
+                "--serve / --no-serve",
+            ],
+        ),
+        (["peers"], ["NAMESPACE", "--timeout", "--discovery"]),
+        (["keys"], ["generate", "CurveZMQ"]),
+        (["keys", "generate"], ["PATH", "--force", "0600"]),
+    ],
+)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(
+    argv: list[str], mentions: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main([*argv, flag], capsys)
+
+    assert code == 0, err
+    assert out.startswith("Usage: ")
+    for text in mentions:
+        assert text in out, f"{' '.join(argv) or 'scatterbrained'} --help lacks {text!r}"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["--version"], capsys)
+
+    assert code == 0
+    assert "version" in out
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["simulat"], capsys)
+
+    assert code == 2
+    assert "No such command 'simulat'" in err
+
+
+def test_node_refuses_an_unknown_mode_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["node", "-n", "x", "--mode", "peeer"], capsys)
+
+    assert code == 2
+    assert "Invalid value for '--mode': 'peeer' is not one of 'peer'" in err
+    assert "listening" not in out
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def test_keys_generate_writes_a_private_secret_and_a_public_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "node.key"
+
+    code, out, err = run_main(["keys", "generate", str(path)], capsys)
+
+    assert code == 0, err
+    public_path = tmp_path / "node.pub"
+    pair = KeyPair.load(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_public_key(public_path) == pair.public
+    assert "secret-key" not in public_path.read_text(encoding="ascii")
+    assert f"public key: {pair.public}" in out
+    assert f"written: {public_path}" in out
+
+
+def test_keys_generate_refuses_to_overwrite_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "node.key"
+    assert run_main(["keys", "generate", str(path)], capsys)[0] == 0
+    first = KeyPair.load(path)
+
+    code, _, err = run_main(["keys", "generate", str(path)], capsys)
+
+    assert code == 2
+    assert err.strip() == f"error: {path} exists; pass --force to overwrite it"
+    assert KeyPair.load(path) == first
+
+
+def test_keys_generate_refuses_to_overwrite_a_lone_public_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "node.pub").write_text("someone else's key", encoding="ascii")
+
+    code, _, err = run_main(["keys", "generate", str(tmp_path / "node.key")], capsys)
+
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'node.pub'} exists; pass --force to overwrite it"
+    assert not (tmp_path / "node.key").exists()
+
+
+def test_keys_generate_force_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "node.key"
+    assert run_main(["keys", "generate", str(path)], capsys)[0] == 0
+    first = KeyPair.load(path)
+
+    code, _, err = run_main(["keys", "generate", str(path), "--force"], capsys)
+
+    assert code == 0, err
+    assert KeyPair.load(path).public != first.public
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_keys_generate_into_a_missing_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing" / "node.key"
+
+    code, out, err = run_main(["keys", "generate", str(path)], capsys)
+
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: cannot write the key pair to {path}: No such file or directory; "
+        "create the folder first or choose a writable path"
+    ]
+    assert "Traceback" not in out + err
+
+
+# ---------------------------------------------------------------------------- simulate
+
+
+@pytest.mark.timeout(120)
+def test_simulate_runs_the_example_with_flags_overriding_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], torch_ready: None
+) -> None:
+    out_dir = tmp_path / "run"
+    argv = [
+        "simulate",
+        str(EXAMPLE),
+        *("--nodes", "4", "--epochs", "2", "--sync", "--no-centralized"),
+        *("--out", str(out_dir)),
+    ]
+
+    code, out, err = run_main(argv, capsys)
+
+    assert code == 0, err
+    config = load_config(out_dir / "config.json")
+    assert (config.nodes, config.epochs, config.sync, config.centralized) == (4, 2, True, False)
+    assert config.modes == {"0": "leeching", "3": "seeding"}  # the file's, kept
+    assert config.lr == 0.05 and config.topology == "ring"
+    rows = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 * 2
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["nodes"] == 4 and summary["nodes_finished"] == 4
+    assert "Summary" in out and f"run folder: {out_dir}" in out
+    assert "epoch   2/2" in out
+
+
+def test_overrides_drop_what_names_removed_nodes() -> None:
+    config = SimConfig(
+        nodes=8,
+        epochs=10,
+        modes={"1": "seeding", "6": "leeching"},
+        policies={"7": "leech-until:samples=5"},
+        faults=(FaultEvent(5, 2, "kill"), FaultEvent(8, 6, "kill")),
+    )
+
+    changed = _apply_overrides(config, {"nodes": 4, "epochs": 3, "topology": None})
+
+    assert (changed.nodes, changed.epochs, changed.topology) == (4, 3, "ring")
+    assert changed.modes == {"1": "seeding"}
+    assert changed.policies == {}
+    assert changed.faults == (FaultEvent(3, 2, "kill"),)  # clamped to the new epochs
+
+
+def test_demo_config_is_valid_for_both_datasets() -> None:
+    digits = demo_config("digits")
+    fashion = demo_config("fashion-mnist")
+
+    assert (digits.nodes, digits.model, digits.topology) == (16, "mlp", "random-regular:k=4")
+    assert fashion.model == "cnn" and fashion.test_limit == 2000
+    for config in (digits, fashion):
+        assert {f.action for f in config.faults} == {"kill", "restart"}
+        assert config.modes == {"0": "leeching"} and "0" in config.policies
+
+
+def test_summary_says_when_churn_happened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = {
+        "nodes": 4,
+        "nodes_finished": 4,
+        "epochs": 6,
+        "dataset": "digits",
+        "topology": "ring",
+        "mean_accuracy": 0.9,
+        "min_accuracy": 0.8,
+        "max_accuracy": 0.95,
+        "centralized_accuracy": None,
+        "bytes_total": 2048,
+        "wall_s": 1.5,
+        "events": [{"node": "n002", "epoch": 3, "event": "killed"}],
+    }
+    result = RunResult(tmp_path, summary, [], (tmp_path / "accuracy.png",))
+
+    print_summary(result)
+
+    out = capsys.readouterr().out
+    # the row of epoch 3 carries the event: the kill happened after epoch 2, before epoch 3
+    assert "churn: n002 killed before epoch 3" in out
+    assert "2.0 KB" in out and "0.900" in out
+    assert f"plot: {tmp_path / 'accuracy.png'}" in out
