@@ -8,15 +8,22 @@ Run from the repository root (the package importable, e.g. ``PYTHONPATH=src``)::
 
 Every size is one simulation on the ``memory`` backend (all nodes in one process, in-memory
 transport and discovery): ``digits``, an iid split, a tiny model (``logreg`` by default, or
-``mlp`` with 16 hidden units), synchronous rounds on ``random-regular:k=4``, 3 epochs.
+``mlp`` with 16 hidden units), Adam lr 0.05, batch 16, synchronous rounds on
+``random-regular:k=4``, 3 epochs.
 
 Each size runs in a FRESH subprocess (``--one N``) so that sizes do not share memory: at its
-end the subprocess reads its peak resident set (``ru_maxrss``) and prints one JSON line. With
-``--tracemalloc`` it also reports the peak of Python allocations (slower: every allocation is
-traced). ``wall_s`` is the simulator's clock (nodes started to last epoch done, dataset loading
-and plots excluded); ``total_s`` is the subprocess's whole life as the parent saw it (Python
-and torch start-up, data loading, plots included). A size that fails or runs past
-``--timeout`` is reported with an ``error`` and the next size still runs.
+end the subprocess reads its peak resident set (``ru_maxrss``) and prints one JSON line.
+``baseline_rss_mb`` is the resident set after importing torch, matplotlib and the library,
+before any node exists. With ``--tracemalloc`` it also reports the peak of Python
+allocations (slower: every allocation is traced).
+
+``wall_s`` is the simulator's clock (nodes started to last epoch done; dataset loading and
+plots excluded); ``epoch_s`` is the longest any node spent in each epoch; ``startup_s`` is the
+rest of ``wall_s`` (starting the nodes and waiting until every node sees every other);
+``settled`` is False when the simulator gave up waiting for that membership (it then trains
+anyway). ``total_s`` is the subprocess's whole life as the parent saw it (Python and torch
+start-up, data loading, plots included). A size that fails or runs past ``--timeout`` is
+reported with an ``error`` and the next size still runs.
 
 Progress goes to stderr; the last line printed is one JSON object.
 """
@@ -70,6 +77,26 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+class WarningCounter(logging.Handler):
+    """Counts the library's warnings (e.g. "membership did not settle") during a run."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def epoch_seconds(rows: list[dict[str, Any]], epochs: int) -> list[float]:
+    """Per epoch, the longest time any node spent in it (train, share, evaluate, checkpoint)."""
+    longest = [0.0] * epochs
+    for row in rows:
+        if 1 <= row["epoch"] <= epochs and row.get("wall_s") is not None:
+            longest[row["epoch"] - 1] = max(longest[row["epoch"] - 1], float(row["wall_s"]))
+    return [round(value, 2) for value in longest]
+
+
 def run_one(nodes: int, epochs: int, model: str, out: Path, trace: bool) -> dict[str, Any]:
     """Run one size in this process; return its measurements."""
     # imported before the baseline so that libraries are not counted as the nodes' memory
@@ -79,6 +106,8 @@ def run_one(nodes: int, epochs: int, model: str, out: Path, trace: bool) -> dict
     from scatterbrained.sim.runner import run_simulation
 
     baseline = peak_rss_mb()
+    warnings = WarningCounter()
+    logging.getLogger("scatterbrained").addHandler(warnings)
     if trace:
         tracemalloc.start()
     config = scale_config(nodes, epochs, model, out / f"nodes-{nodes}")
@@ -90,6 +119,7 @@ def run_one(nodes: int, epochs: int, model: str, out: Path, trace: bool) -> dict
         config, on_epoch=progress, on_status=lambda msg: logger.info("%d nodes: %s", nodes, msg)
     )
     summary = result.summary
+    per_epoch = epoch_seconds(result.metrics, epochs)
     measured: dict[str, Any] = {
         "nodes": nodes,
         "epochs": epochs,
@@ -100,6 +130,10 @@ def run_one(nodes: int, epochs: int, model: str, out: Path, trace: bool) -> dict
         "min_accuracy": _round(summary["min_accuracy"]),
         "nodes_finished": summary["nodes_finished"],
         "bytes_total": summary["bytes_total"],
+        "epoch_s": per_epoch,
+        "startup_s": round(summary["wall_s"] - sum(per_epoch), 2),
+        "settled": not any("did not settle" in m for m in warnings.messages),
+        "warnings": len(warnings.messages),
     }
     if trace:
         measured["tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)

@@ -46,9 +46,7 @@ async def train(epochs: int, serve_s: float | None) -> None:
     async with sb.Node() as node, node.namespace("MyNetwork", model, create_optimizer) as ns:
         history = await ns.train(epochs, trainloader, validloader)
         print(
-            json.dumps(
-                {"trained": weights_digest(model), "accuracy": history.last.val_accuracy}
-            ),
+            json.dumps({"trained": weights_digest(model), "accuracy": history.last.val_accuracy}),
             flush=True,
         )
         await ns.serve(serve_s)

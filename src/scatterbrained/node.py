@@ -523,6 +523,8 @@ class Node:
             ):
                 self._hello_sent[record.id] = now
                 self._tasks.spawn(self._send_record(record, "", hello), "heartbeat")
+        if not self._bootstrap:  # the address set costs O(peers) per tick: skip it if unused
+            return
         known = {r.address for r in self.peers.records()}
         for address, key in self._bootstrap:
             if address not in known:

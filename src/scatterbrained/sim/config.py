@@ -208,6 +208,14 @@ def _check_ranges(config: SimConfig) -> None:
             f"{name} must be >= 1, got {value}",
             f"fix {name} or leave it out ({_UNSET_MEANS[name]})",
         )
+    # Shards differ in size, so nodes take different numbers of steps per epoch: a node
+    # still training would wait round_timeout at each extra round for neighbours that finished.
+    _check(
+        not (config.sync and config.share_every is not None),
+        f"sync = true cannot be combined with share_every = {config.share_every}: nodes with "
+        "different shard sizes run different numbers of rounds and stall for round_timeout",
+        "set sync = false (gossip) to share every few steps, or leave share_every out",
+    )
 
 
 def _check_faults(config: SimConfig) -> None:

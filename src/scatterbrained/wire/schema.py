@@ -84,6 +84,7 @@ class HelloFields(BodyFields, tag=1):
     want_reply: bool
 
     def check(self) -> None:
+        """See :meth:`BodyFields.check`."""
         check_text(self.address, "Hello.address")
         check_text(self.public_key, "Hello.public_key")
         for info in self.namespaces:
@@ -97,6 +98,7 @@ class ByeFields(BodyFields, tag=2):
     reason: str
 
     def check(self) -> None:
+        """See :meth:`BodyFields.check`."""
         check_text(self.reason, "Bye.reason", MAX_TEXT_CHARS)
 
 
@@ -104,6 +106,7 @@ class RawFields(BodyFields, tag=3):
     """A Raw body (tag 3): no fields; every payload item is a ``"raw"`` frame."""
 
     def expects_frames(self) -> bool:
+        """See :meth:`BodyFields.expects_frames`."""
         return True
 
 
@@ -116,10 +119,12 @@ class ModelUpdateFields(BodyFields, tag=4):
     round: int
 
     def check(self) -> None:
+        """See :meth:`BodyFields.check`."""
         check_text(self.mode, "ModelUpdate.mode")
         _check_count(self.samples, "ModelUpdate.samples")
 
     def expects_frames(self) -> bool:
+        """See :meth:`BodyFields.expects_frames`."""
         return True
 
 
@@ -148,6 +153,7 @@ class ModelOfferFields(BodyFields, tag=6):
     architecture: ArchitectureFields | None
 
     def check(self) -> None:
+        """See :meth:`BodyFields.check`."""
         _check_count(self.samples, "ModelOffer.samples")
         if len(self.digest) not in (0, DIGEST_BYTES):
             raise WireError("digest", f"digest has {len(self.digest)} bytes; expected 0 or 32")
@@ -157,6 +163,7 @@ class ModelOfferFields(BodyFields, tag=6):
             check_json_like(self.architecture.kwargs, "Architecture.kwargs")
 
     def expects_frames(self) -> bool:
+        """See :meth:`BodyFields.expects_frames`."""
         return True
 
 
@@ -167,6 +174,7 @@ class ModelUnavailableFields(BodyFields, tag=7):
     reason: str
 
     def check(self) -> None:
+        """See :meth:`BodyFields.check`."""
         check_text(self.reason, "ModelUnavailable.reason", MAX_TEXT_CHARS)
 
 

@@ -156,7 +156,7 @@ def test_json_round_trip_property(
         seed=seed,
         lr=lr,
         sync=sync,
-        share_every=share_every,
+        share_every=None if sync else share_every,
         drop_rate=drop_rate,
         topology=topology,
         faults=tuple(faults),
@@ -260,6 +260,16 @@ def test_out_of_range_values_are_refused(values: dict[str, Any], pattern: str) -
 )
 def test_bad_specs_fail_when_the_config_is_built(values: dict[str, Any], pattern: str) -> None:
     assert re.search(pattern, config_error(**values))
+
+
+def test_sync_rounds_every_few_steps_are_refused() -> None:
+    message = config_error(sync=True, share_every=2)
+
+    assert message.startswith("sync = true cannot be combined with share_every = 2")
+    assert message.endswith(
+        "set sync = false (gossip) to share every few steps, or leave share_every out"
+    )
+    assert SimConfig(sync=False, share_every=2).share_every == 2
 
 
 def test_fault_validation() -> None:
