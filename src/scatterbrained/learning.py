@@ -36,6 +36,7 @@ from .learning_options import LearningOptions
 from .peers import PeerRecord
 from .types import OperatingMode
 from .wire.codec import check_specs, compute_digest
+from .wire.limits import check_all_finite
 from .wire.messages import (
     Architecture,
     ModelOffer,
@@ -314,14 +315,32 @@ class Learner:
             await self._wait_for(sources, round_, self.options.round_timeout)
             if not self._quorum(self.store.senders_with_round(sources, round_), sources):
                 return []
-            updates = self.store.take_round(sources, round_, time.monotonic())
+            updates = self._finite(self.store.take_round(sources, round_, time.monotonic()))
             # A node that fell behind (restart, pause) adopts the round its neighbours are in.
             self.version = max([self.version, *(u.round for u in updates)])
         else:
             if self.options.gossip_wait > 0:
                 await self._wait_for(sources, round_, self.options.gossip_wait)
-            updates = self.store.take_fresh(sources, time.monotonic())
+            updates = self._finite(self.store.take_fresh(sources, time.monotonic()))
         return self._merge(local, updates)
+
+    def _finite(self, updates: list[StoredUpdate]) -> list[StoredUpdate]:
+        """Drop (and count) updates holding NaN or infinity.
+
+        Values are validated here, right before an update is merged or adopted, not when it
+        is decoded: an update superseded by a fresher one before use is never scanned, and
+        the scan stays off the receive path.
+        """
+        usable = []
+        for update in updates:
+            if _all_finite(update.arrays):
+                usable.append(update)
+            else:
+                self.ns.node.stats.dropped["non_finite"] += 1
+                logger.warning(
+                    "namespace %s: dropped non-finite weights from %s", self.ns.name, update.sender
+                )
+        return usable
 
     def _merge(self, local: Arrays, updates: list[StoredUpdate]) -> list[str]:
         if not updates:
@@ -351,7 +370,7 @@ class Learner:
         while True:
             updates = [
                 u
-                for u in self.store.take_fresh([center], time.monotonic())
+                for u in self._finite(self.store.take_fresh([center], time.monotonic()))
                 if u.round > self._global_round
             ]
             if updates:
@@ -372,7 +391,7 @@ class Learner:
         await self._wait_for(senders, -(2**62), self.options.round_timeout)
         if not self._quorum(self.store.senders_with_round(senders, -(2**62)), senders):
             return []
-        updates = self.store.take_fresh(senders, time.monotonic())
+        updates = self._finite(self.store.take_fresh(senders, time.monotonic()))
         if not updates and not trained:
             return []
         local = self.adapter.get_arrays()
@@ -601,7 +620,7 @@ class Learner:
             if self.options.sync:
                 return await self._serve_round(targets, sources, pushed_version)
             if self.ns.mode.receives and sources:
-                updates = self.store.take_fresh(sources, time.monotonic())
+                updates = self._finite(self.store.take_fresh(sources, time.monotonic()))
                 if self._merge(self.adapter.get_arrays(), updates):
                     self.version += 1
                     self._publish()
@@ -623,7 +642,7 @@ class Learner:
         if self.ns.mode.sends and targets:
             await self._push(targets, self._outgoing(self._published), newest)
         if self.ns.mode.receives:
-            updates = self.store.take_round(sources, newest, time.monotonic())
+            updates = self._finite(self.store.take_round(sources, newest, time.monotonic()))
             self._merge(self.adapter.get_arrays(), updates)
         self.version = newest + 1
         self._publish()
@@ -719,6 +738,9 @@ class Learner:
             check_specs(offer.arrays, self.adapter.array_specs())
         except WireError as exc:
             raise ModelSyncError(f"the offered weights do not fit the local model: {exc}") from None
+        if not _all_finite(offer.arrays):
+            self.ns.node.stats.dropped["non_finite"] += 1
+            raise ModelSyncError("the offered weights hold NaN or infinity")
         self.adapter.set_arrays(offer.arrays)
         self.version = max(self.version, offer.version)
         if source == self._center():  # a centre's version bounds the rounds it has pushed
@@ -780,6 +802,16 @@ class Learner:
         self.history = History([_record_from_dict(r) for r in meta.get("history", [])])
         self.ns._modes.set_manual(OperatingMode.parse(meta["mode"]), "restored from checkpoint")
         self._publish()
+
+
+def _all_finite(arrays: Mapping[str, np.ndarray]) -> bool:
+    """True when no float array holds NaN or infinity."""
+    try:
+        for name, array in arrays.items():
+            check_all_finite(array, name)
+    except WireError:
+        return False
+    return True
 
 
 def _has_state(extra: Mapping[str, Any]) -> bool:

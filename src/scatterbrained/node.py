@@ -92,7 +92,9 @@ class Node:
             ``SCATTERBRAINED_DISCOVERY`` environment variable, else ``"lan"``.
         advertise_host: host others should use to reach this node (default: the bound host,
             or for a wildcard bind the address peers see packets come from).
-        limits: wire limits for decoding (frame sizes and counts).
+        limits: wire limits for decoding (frame sizes and counts). By default decoding does
+            not scan values for NaN/inf: the namespace does, right before it merges or adopts
+            weights, so an update superseded before use is never scanned.
         peer_timeout: seconds without a beacon or message after which a peer is gone
             (default: the discovery's timeout, 5 s for UDP, so a vanished peer leaves
             ``ns.peers`` within at most twice that).
@@ -143,7 +145,9 @@ class Node:
         self._discovery_arg = discovery
         self._transport: Transport | None = None
         self._discovery: Discovery | None = None
-        self._limits = limits or Limits()
+        # Values (NaN/inf) are validated by the namespace right before weights are merged or
+        # adopted; decoding validates everything else. See Learner._finite.
+        self._limits = limits or Limits(check_finite=False)
         self._peer_timeout_arg = peer_timeout
         self.heartbeat_interval = heartbeat_interval
         self.factories = factories

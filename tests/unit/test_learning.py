@@ -15,6 +15,7 @@ from scatterbrained.adapters.torch import TorchAdapter
 from scatterbrained.errors import ConfigurationError, ModeError, PeerTimeoutError
 from scatterbrained.federation.aggregation import Contribution, FedAvg
 from scatterbrained.sim.loaders import ArrayLoader
+from scatterbrained.wire.messages import ModelUpdate
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -563,5 +564,30 @@ def test_serve_pushes_and_merges_in_gossip(
             assert trainer.history[0].merged_from == ("s",)  # the served weights, merged
             assert server.version == 1
             assert server.history.last is None  # serving is not training
+
+    arun(main)
+
+
+def test_weights_holding_nan_are_never_merged_and_are_counted(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            good_node, bad_node = await cluster.start("good", "bad")
+            good, bad = await opened([good_node, bad_node], [mlp(0), mlp(1)], gossip_wait=2.0)
+            poisoned = {k: v.copy() for k, v in bad.learner.adapter.get_arrays().items()}
+            first = next(iter(poisoned))
+            poisoned[first].flat[0] = np.nan
+            record = bad_node.peers.get("good")
+            update = ModelUpdate(version=0, samples=10, mode="peer", arrays=poisoned)
+            before = weights(good.model)
+
+            await bad._send(record, update)
+            await good.train(1, digit_loader(0, 1, 64))
+
+            assert good.history[0].merged_from == ()
+            assert good_node.stats.dropped["non_finite"] == 1
+            assert all(np.isfinite(a).all() for a in weights(good.model).values())
+            assert weights(good.model).keys() == before.keys()
 
     arun(main)
