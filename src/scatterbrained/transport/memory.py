@@ -25,7 +25,7 @@ from types import TracebackType
 
 from ..errors import ConfigurationError, SecurityError, TransportError
 from .base import Envelope, Frame, TransportStats
-from .security import KeyPair, KeyPolicy
+from .security import KeyedEndpoint, KeyPair, KeyPolicy
 
 __all__ = ["MemoryNetwork", "MemoryNetworkStats", "MemoryTransport"]
 
@@ -153,7 +153,7 @@ class MemoryNetwork:
         return True
 
 
-class MemoryTransport:
+class MemoryTransport(KeyedEndpoint):
     """A :class:`~scatterbrained.transport.base.Transport` that lives in a MemoryNetwork.
 
     Args:
@@ -215,37 +215,9 @@ class MemoryTransport:
         return self._bound_port
 
     @property
-    def public_key(self) -> str | None:
-        """This endpoint's public key (Z85), or ``None`` without keys."""
-        return None if self._keys is None else self._keys.public
-
-    @property
-    def allowed_keys(self) -> frozenset[str] | None:
-        """The allow-list of sender keys, or ``None`` when any key is accepted."""
-        return self._policy.allowed
-
-    @property
     def stats(self) -> TransportStats:
         """Message and byte counters (same meaning as for the ZeroMQ transport)."""
         return self._stats
-
-    def allow_key(self, key: str) -> None:
-        """Accept messages from ``key``.
-
-        Raises:
-            SecurityError: keys are not configured, or the key is malformed.
-        """
-        self._require_keys()
-        self._policy.allow(key)
-
-    def deny_key(self, key: str) -> None:
-        """Refuse messages from ``key``.
-
-        Raises:
-            SecurityError: keys are not configured, or the key is malformed.
-        """
-        self._require_keys()
-        self._policy.deny(key)
 
     async def start(self) -> None:
         """Attach to the network under this transport's address. Idempotent while started.
@@ -343,10 +315,6 @@ class MemoryTransport:
         self._stats.messages_in += 1
         self._stats.bytes_in += envelope.nbytes
         return envelope
-
-    def _require_keys(self) -> None:
-        if self._keys is None:
-            raise SecurityError("this transport has no keys; pass keys=KeyPair.generate()")
 
     def _require_open(self) -> None:
         if self._closed.is_set() or self._bound_port is None:

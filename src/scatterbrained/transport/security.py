@@ -41,6 +41,7 @@ __all__ = [
     "ZAP_ENDPOINT",
     "KeyPair",
     "KeyPolicy",
+    "KeyedEndpoint",
     "ZapHandler",
     "check_authentication_enforced",
     "load_public_key",
@@ -403,3 +404,46 @@ async def check_authentication_enforced(
             f"refused within {timeout} s ({outcome}); no ZAP handler answers for this "
             "context, so refusing to start"
         )
+
+
+class KeyedEndpoint:
+    """Key accessors shared by the ZeroMQ transport and its in-memory twin.
+
+    Subclasses set ``self._keys`` (this endpoint's key pair or ``None``) and
+    ``self._policy`` (the allow-list of peer keys).
+    """
+
+    _keys: KeyPair | None
+    _policy: KeyPolicy
+
+    @property
+    def public_key(self) -> str | None:
+        """This endpoint's public key (Z85), or ``None`` without keys."""
+        return None if self._keys is None else self._keys.public
+
+    @property
+    def allowed_keys(self) -> frozenset[str] | None:
+        """The allow-list of peer keys, or ``None`` when any authenticated key is accepted."""
+        return self._policy.allowed
+
+    def allow_key(self, key: str) -> None:
+        """Accept ``key`` from now on (takes effect at once for received messages).
+
+        Raises:
+            SecurityError: keys are not configured, or the key is malformed.
+        """
+        self._require_keys()
+        self._policy.allow(key)
+
+    def deny_key(self, key: str) -> None:
+        """Refuse ``key``: new connections fail and its messages on open ones are dropped.
+
+        Raises:
+            SecurityError: keys are not configured, or the key is malformed.
+        """
+        self._require_keys()
+        self._policy.deny(key)
+
+    def _require_keys(self) -> None:
+        if self._keys is None:
+            raise SecurityError("this transport has no keys; pass keys=KeyPair.generate()")

@@ -29,7 +29,14 @@ import zmq.asyncio
 
 from ..errors import ConfigurationError, SecurityError, TransportError
 from .base import Envelope, Frame, TransportStats
-from .security import KeyPair, KeyPolicy, ZapHandler, check_authentication_enforced, validate_key
+from .security import (
+    KeyedEndpoint,
+    KeyPair,
+    KeyPolicy,
+    ZapHandler,
+    check_authentication_enforced,
+    validate_key,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -106,7 +113,7 @@ async def _settle(future: asyncio.Future[Any], timeout: float | None) -> bool:
     raise exc
 
 
-class ZmqTransport:
+class ZmqTransport(KeyedEndpoint):
     """The real transport over ZeroMQ TCP sockets.
 
     Args:
@@ -210,39 +217,11 @@ class ZmqTransport:
         return self._bound_port
 
     @property
-    def public_key(self) -> str | None:
-        """This endpoint's CurveZMQ public key (Z85), or ``None`` without keys."""
-        return None if self._keys is None else self._keys.public
-
-    @property
-    def allowed_keys(self) -> frozenset[str] | None:
-        """The allow-list of client keys, or ``None`` when any authenticated key is accepted."""
-        return self._policy.allowed
-
-    @property
     def stats(self) -> TransportStats:
         """Message and byte counters (``extra`` holds drop reasons)."""
         return self._stats
 
     # ----------------------------------------------------------------- allow-list
-
-    def allow_key(self, key: str) -> None:
-        """Accept connections from ``key`` (new connections; takes effect at once for recv).
-
-        Raises:
-            SecurityError: keys are not configured, or the key is malformed.
-        """
-        self._require_keys()
-        self._policy.allow(key)
-
-    def deny_key(self, key: str) -> None:
-        """Refuse ``key``: new connections fail and messages on open ones are dropped.
-
-        Raises:
-            SecurityError: keys are not configured, or the key is malformed.
-        """
-        self._require_keys()
-        self._policy.deny(key)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -369,10 +348,6 @@ class ZmqTransport:
 
     def _count(self, reason: str) -> None:
         self._stats.extra[reason] = self._stats.extra.get(reason, 0) + 1
-
-    def _require_keys(self) -> None:
-        if self._keys is None:
-            raise SecurityError("this transport has no keys; pass keys=KeyPair.generate()")
 
     def _require_port(self) -> int:
         if self._bound_port is None:
