@@ -46,6 +46,7 @@ class Experiment:
     config: SimConfig
     dataset: Dataset
     parts: list[np.ndarray]
+    _topology: Topology | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, config: SimConfig) -> Experiment:
@@ -133,8 +134,14 @@ class Experiment:
         return adam
 
     def topology(self) -> Topology:
-        """The configured topology rule."""
-        return topology_from_spec(self.config.topology)
+        """The configured topology rule, one object shared by every node of the experiment.
+
+        Rules depend only on the membership and the epoch and cache their graph, so sharing
+        one object saves drawing the same graph once per node.
+        """
+        if self._topology is None:
+            self._topology = topology_from_spec(self.config.topology)
+        return self._topology
 
     def namespace_options(self, index: int) -> dict[str, Any]:
         """Keyword arguments of ``node.namespace`` for node ``index``."""

@@ -215,12 +215,20 @@ async def apply_faults(
     return events
 
 
-async def settle(nodes: list[SimNode], timeout: float = SETTLE_TIMEOUT) -> bool:
+def settle_timeout(nodes: int) -> float:
+    """Seconds to wait for membership to settle: every pair greets, so it grows with N²."""
+    return max(SETTLE_TIMEOUT, 0.0005 * nodes * nodes)
+
+
+async def settle(nodes: list[SimNode], timeout: float | None = None) -> bool:
     """Wait until every active node sees exactly the other active nodes as peers.
 
     Active: running, not paused and not OFFLINE. An OFFLINE node (configured so, or paused)
-    is silent and tracks nobody, so its own view is not waited for.
+    is silent and tracks nobody, so its own view is not waited for. ``timeout`` defaults to
+    :func:`settle_timeout` of the node count.
     """
+    if timeout is None:
+        timeout = settle_timeout(len(nodes))
     deadline = time.monotonic() + timeout
     while True:
         active_ids = {
