@@ -34,6 +34,7 @@ def ring_config(out: Path, **changes: Any) -> SimConfig:
         batch_size=16,
         sync=False,
         share_every=2,
+        gossip_wait=1.0,  # free-running processes keep pace with their neighbours
         backend="process",
         out=str(out),
     )

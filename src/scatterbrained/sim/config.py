@@ -75,6 +75,8 @@ class SimConfig:
         sync: synchronous rounds (reproducible in the memory backend) instead of gossip.
         round_timeout: seconds a round waits for neighbours.
         share_every: federate every this many optimizer steps instead of once per epoch.
+        gossip_wait: in gossip, seconds a node waits for fresh updates from its
+            in-neighbours at each exchange (keeps free-running processes in pace).
         batch_size: training batch size.
         lr: Adam learning rate.
         seed: seed of the data split, model init, batch order, message drops and churn
@@ -106,6 +108,7 @@ class SimConfig:
     sync: bool = True
     round_timeout: float = 30.0
     share_every: int | None = None
+    gossip_wait: float = 0.0
     batch_size: int = 32
     lr: float = 0.003
     seed: int = 0
@@ -196,6 +199,11 @@ def _check_ranges(config: SimConfig) -> None:
         value = getattr(config, name)
         _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}", f"fix {name}")
     _check(config.delay_ms >= 0, f"delay_ms must be >= 0, got {config.delay_ms}", "fix delay_ms")
+    _check(
+        config.gossip_wait >= 0,
+        f"gossip_wait must be >= 0 seconds, got {config.gossip_wait}",
+        "fix gossip_wait",
+    )
     _check(config.lr > 0, f"lr must be > 0, got {config.lr}", "fix lr")
     _check(config.round_timeout > 0, "round_timeout must be > 0 s", "fix round_timeout")
     for name in ("batch_size", "threads", "hidden"):
@@ -319,6 +327,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "epochs": (int,),
     "hidden": (int,),
     "share_every": (int,),
+    "gossip_wait": (int, float),
     "batch_size": (int,),
     "seed": (int,),
     "threads": (int,),

@@ -153,6 +153,7 @@ class Experiment:
             "sync": self.config.sync,
             "round_timeout": self.config.round_timeout,
             "share_every": self.config.share_every,
+            "gossip_wait": self.config.gossip_wait,
         }
         if key in self.config.policies:
             options["policy"] = policy_from_spec(self.config.policies[key])
