@@ -132,8 +132,7 @@ def _fire_due(
             worker.paused = fault.action == "pause"
             events.append({"node": worker.id, "epoch": own, "event": _event(fault.action)})
         elif fault.action == "restart" and lead >= fault.epoch and not worker.running:
-            worker.spawn(restart=True)
-            events.append({"node": worker.id, "epoch": lead, "event": "restarted"})
+            worker.spawn(restart=True)  # its first row after the restart says "restarted"
         elif fault.action == "resume" and lead >= fault.epoch and worker.paused:
             worker.signal(signal.SIGCONT)
             worker.paused = False

@@ -115,17 +115,24 @@ def summarize(
     centralized: float | None = None,
     local_only: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Build ``summary.json`` from the metric rows (final accuracy of each node at the end)."""
-    final: dict[str, float] = {}
-    for row in rows:
-        if row["epoch"] != config.epochs:
-            continue
-        # process backend: the model a node holds when the whole run ends (it kept merging
-        # after its own last epoch); in-process backends end all nodes in the same epoch.
-        value = row.get("final_accuracy", row.get("accuracy"))
-        if value is not None:
-            final[row["node"]] = float(value)
+    """Build ``summary.json`` from the metric rows.
+
+    ``mean/min/max_accuracy`` are over each node's test accuracy after its last epoch. The
+    process backend also reports ``final_consensus_accuracy``: the mean accuracy of the
+    models the nodes hold when the whole run ends (finished nodes keep merging while slower
+    ones train).
+    """
+    final = {
+        row["node"]: float(row["accuracy"])
+        for row in rows
+        if row["epoch"] == config.epochs and row.get("accuracy") is not None
+    }
     values = list(final.values())
+    consensus = [
+        float(row["final_accuracy"])
+        for row in rows
+        if row["epoch"] == config.epochs and row.get("final_accuracy") is not None
+    ]
     events = [
         {"node": r["node"], "epoch": r["epoch"], "event": r["event"]}
         for r in rows
@@ -148,6 +155,8 @@ def summarize(
     }
     if local_only is not None:
         summary["local_only_mean_accuracy"] = sum(local_only) / len(local_only)
+    if consensus:
+        summary["final_consensus_accuracy"] = sum(consensus) / len(consensus)
     return summary
 
 

@@ -124,12 +124,13 @@ def test_summarize_uses_the_final_epoch_of_nodes_alive_at_the_end() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_summarize_prefers_the_final_accuracy_of_free_running_nodes() -> None:
+def test_summarize_reports_the_consensus_of_free_running_nodes_apart() -> None:
     config = SimConfig(nodes=1, epochs=1)
 
     summary = summarize(config, [row("n000", 1, 0.5, final_accuracy=0.8)], wall_s=0.0)
 
-    assert summary["mean_accuracy"] == 0.8
+    assert summary["mean_accuracy"] == 0.5  # each node's model after its last epoch
+    assert summary["final_consensus_accuracy"] == 0.8
     assert "local_only_mean_accuracy" not in summary
 
 
