@@ -597,7 +597,14 @@ class Node:
             return False
         return True
 
-    def _resolve_host(self, peer_id: str, advertised: str) -> tuple[str, int] | None:
+    def _resolve_host(
+        self, peer_id: str, advertised: str, source: str | None
+    ) -> tuple[str, int] | None:
+        """Where to reach a peer that said Hello.
+
+        A wildcard-bound peer advertises no host: use the address its beacons or this very
+        message came from, then what we knew, and only then loopback.
+        """
         try:
             host, port = split_address(advertised)
         except ValueError:
@@ -608,12 +615,13 @@ class Node:
                     return beacon.host, port
         if not host:
             record = self.peers.get(peer_id)
-            host = record.host if record is not None and record.host else "127.0.0.1"
+            known = record.host if record is not None else ""
+            host = source or known or "127.0.0.1"
         return host, port
 
     def _on_hello(self, message: Message, hello: Hello, envelope: Envelope) -> None:
         now = time.monotonic()
-        resolved = self._resolve_host(message.sender, hello.address)
+        resolved = self._resolve_host(message.sender, hello.address, envelope.peer_host)
         if resolved is None:
             self._drop("address", hello.address)
             return

@@ -27,10 +27,13 @@ class Envelope:
         frames: the message's frames, in order, as received (read-only buffers).
         peer_key: the sender's authenticated CurveZMQ public key (Z85 text) when keys are
             configured, else ``None``. This, never a field inside the message, is who sent it.
+        peer_host: the IP address the message came from, when the transport knows it (used
+            to reach a peer that advertises a wildcard address).
     """
 
     frames: list[memoryview]
     peer_key: str | None = None
+    peer_host: str | None = None
 
     @property
     def nbytes(self) -> int:

@@ -471,7 +471,7 @@ class ZmqTransport(KeyedEndpoint):
                 self._count("recv_refused")
                 return None
         views = [memoryview(frame.buffer).toreadonly() for frame in payload]
-        envelope = Envelope(frames=views, peer_key=peer_key)
+        envelope = Envelope(frames=views, peer_key=peer_key, peer_host=_peer_address(payload[0]))
         self._stats.messages_in += 1
         self._stats.bytes_in += envelope.nbytes
         return envelope
@@ -497,6 +497,15 @@ class ZmqTransport(KeyedEndpoint):
             self._context.destroy(linger=0)
             self._context = None
         self._bound_port = None
+
+
+def _peer_address(frame: zmq.Frame) -> str | None:
+    """The remote IP address of the connection ``frame`` arrived on (ZMQ "Peer-Address")."""
+    try:
+        value = frame.get("Peer-Address")
+    except (zmq.ZMQError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _user_id(frame: zmq.Frame) -> str | None:
