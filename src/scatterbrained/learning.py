@@ -81,7 +81,7 @@ class Learner:
         self.history = History()
         self.store = UpdateStore(max_age_s=options.max_staleness_s)
         self._published: Arrays | None = None
-        self._digest: tuple[int, bytes] | None = None
+        self._digest: bytes | None = None  # of the published weights; reset by _publish
         self._architecture: Architecture | None = None
         self._reference: Arrays | None = None
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
@@ -561,14 +561,14 @@ class Learner:
             await self.ns._send(record, ModelUnavailable(request.request_id, reason or "no model"))
             return
         arrays = self._published
-        if self._digest is None or self._digest[0] != id(arrays):
-            self._digest = (id(arrays), compute_digest(arrays))
+        if self._digest is None:
+            self._digest = compute_digest(arrays)
         offer = ModelOffer(
             request_id=request.request_id,
             version=self.version,
             samples=max(self.local_samples, 0),
             arrays=arrays,
-            digest=self._digest[1],
+            digest=self._digest,
             architecture=architecture,
         )
         await self.ns._send(record, offer)
