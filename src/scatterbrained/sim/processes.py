@@ -22,7 +22,7 @@ from typing import Any
 from .config import FaultEvent
 from .experiment import Experiment, node_id
 
-__all__ = ["run_processes"]
+__all__ = ["read_metric_rows", "run_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ class _Worker:
 
     def final_accuracy(self) -> float | None:
         path = self.out / "nodes" / f"{self.id}.final.json"
-        if not path.exists():
-            return None
-        value = json.loads(path.read_text(encoding="utf-8")).get("accuracy")
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("accuracy")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None  # the worker never got there (or was killed while writing)
         return None if value is None else float(value)
 
     @property
@@ -66,10 +67,7 @@ class _Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def epochs_done(self) -> int:
-        if not self.metrics.exists():
-            return 0
-        lines = self.metrics.read_text(encoding="utf-8").splitlines()
-        return max((json.loads(line)["epoch"] for line in lines if line.strip()), default=0)
+        return max((row["epoch"] for row in read_metric_rows(self.metrics)), default=0)
 
     def signal(self, sig: signal.Signals) -> None:
         if self.running:
@@ -146,11 +144,34 @@ def _event(action: str) -> str:
     return {"kill": "killed", "pause": "paused"}.get(action, action)
 
 
-def _read(worker: _Worker) -> list[dict[str, Any]]:
-    if not worker.metrics.exists():
+def read_metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a worker's ``.jsonl`` file, read while the worker may be writing it.
+
+    Only newline-terminated lines count: the runner polls the file while workers append to it,
+    so the last line may still be half written. A line that does not parse (a worker killed in
+    the middle of a write on a filesystem without atomic appends) is skipped with a warning
+    instead of failing the whole run. A missing file has no rows.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return []
-    text = worker.metrics.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows: list[dict[str, Any]] = []
+    for line in text[: text.rfind("\n") + 1].splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s: skipping a metric line that does not parse: %.80r", path, line)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
+
+
+def _read(worker: _Worker) -> list[dict[str, Any]]:
+    return read_metric_rows(worker.metrics)
 
 
 def _rows_at(workers: list[_Worker], epoch: int) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
             assert adapter is not None  # the worker always builds its model
             final = await asyncio.to_thread(adapter.evaluate, test)
             result = {"node": node.id, "accuracy": final.accuracy, "loss": final.loss}
-            (out / "nodes" / f"{node.id}.final.json").write_text(json.dumps(result))
+            _write_atomically(out / "nodes" / f"{node.id}.final.json", json.dumps(result))
 
 
 async def _serve_until_stopped(ns: Any, stop: Path) -> None:
@@ -104,9 +104,34 @@ def _row(node: str, index: int, record: Any, started: float, restarted: bool) ->
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
+    """Append one JSON line with a single ``write`` on an ``O_APPEND`` descriptor.
+
+    The runner reads the file while it grows; one system call per line means it only ever sees
+    whole lines plus at most one unfinished tail, and a SIGKILL cannot cut a line in two. A file
+    left without a final newline (should that happen anyway) is closed off first, so the new
+    row never glues onto a broken one.
+    """
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size and not _ends_with_newline(path):
+            data = b"\n" + data
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 def main(argv: list[str] | None = None) -> int:
