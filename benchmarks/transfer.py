@@ -10,7 +10,7 @@ endpoint to another on 127.0.0.1 in two ways, alternating, in the same process:
 
 * ``api``: two :class:`scatterbrained.Node` objects (real ZeroMQ, ``discovery_scope="off"``
   with a bootstrap address) share a namespace; the sender's namespace pushes a
-  :class:`~scatterbrained.wire.messages.ModelUpdate` (``ns._send``, the path ``Learner._push``
+  :class:`~scatterbrained.wire.messages.ModelUpdate` (``ns._send``, the path ``Exchange.push``
   uses), the receiving node decodes it with its default limits (every frame, dtype, shape
   and length validated; values are scanned for NaN/inf later, right before a merge) and
   delivers it to its namespace, whose ``learner.on_update`` is replaced by a stub that checks

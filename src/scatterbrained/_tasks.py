@@ -1,13 +1,14 @@
-"""A small task group for background loops (Python 3.10 has no ``asyncio.TaskGroup``)."""
+"""Concurrency helpers: a task group (Python 3.10 has no ``asyncio.TaskGroup``) and a pulse."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["TaskSet"]
+__all__ = ["Pulse", "TaskSet"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +56,39 @@ class TaskSet:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+class Pulse:
+    """A broadcast wake-up: every coroutine waiting when :meth:`fire` is called wakes once.
+
+    Unlike a bare :class:`asyncio.Event`, a pulse never stays set: waiters re-check their own
+    condition after each wake-up, and a later waiter waits for the next pulse. Loop-bound like
+    every asyncio primitive: fire and wait on the same event loop.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        """Wake every current waiter."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        """Wait for the next :meth:`fire` (no timeout: wrap it in one)."""
+        await self._event.wait()
+
+    async def wait_until(self, deadline: float) -> bool:
+        """Wait for the next :meth:`fire` until ``deadline`` (``time.monotonic()`` seconds).
+
+        Returns:
+            True when woken, False when the deadline passed first.
+        """
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._event.wait(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        return True

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._tasks import Pulse
 from .errors import ConfigurationError, ModeError, PeerTimeoutError
 from .federation.modes import ModeController
 from .federation.policies import Policy, PolicyState, as_policy
@@ -118,7 +119,7 @@ class Namespace:
         self.aggregator = aggregator if aggregator is not None else FedAvg()
         self.peer_filter = peer_filter
         self._members: dict[str, Identity] = {}
-        self._membership = asyncio.Event()  # replaced (after being set) on every change
+        self._membership = Pulse()  # fired on every change
         self._raw: asyncio.Queue[tuple[Identity, list[bytes]]] = asyncio.Queue(recv_queue_size)
         self._event_queues: list[asyncio.Queue[PeerEvent]] = []
         self._callbacks: list[Callable[[PeerEvent], Any]] = []
@@ -151,7 +152,7 @@ class Namespace:
             return
         await self.learner.open()
         self._loop = asyncio.get_running_loop()
-        self._modes.evaluate(self.learner._policy_state())  # e.g. LeechUntil starts LEECHING
+        self._modes.evaluate(self.learner.policy_state())  # e.g. LeechUntil starts LEECHING
         self.node._register(self)
         self._open = True
         logger.info("node %s joined namespace %s as %s", self.node.id, self.name, self.mode.value)
@@ -301,7 +302,7 @@ class Namespace:
         now = record.identity(self.name) if self._is_member(record) else None
         if before == now:
             if now is not None:
-                self.learner._wake()  # its mode may have changed: waits re-check senders
+                self.learner.wake()  # its mode may have changed: waits re-check senders
             return
         if before is not None:
             del self._members[record.id]
@@ -310,13 +311,12 @@ class Namespace:
         if now is not None:
             self._members[record.id] = now
             self._emit(PeerEvent("joined", now))
-        self.learner._wake()
+        self.learner.wake()
         self._notify_membership()
 
     def _notify_membership(self) -> None:
         """Wake every ``wait_for_peers`` call (they re-check their condition)."""
-        self._membership.set()
-        self._membership = asyncio.Event()
+        self._membership.fire()
 
     def _emit(self, event: PeerEvent) -> None:
         logger.info(

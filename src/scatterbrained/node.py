@@ -146,7 +146,7 @@ class Node:
         self._transport: Transport | None = None
         self._discovery: Discovery | None = None
         # Values (NaN/inf) are validated by the namespace right before weights are merged or
-        # adopted; decoding validates everything else. See Learner._finite.
+        # adopted; decoding validates everything else. See Exchange.finite (learning/exchange.py).
         self._limits = limits or Limits(check_finite=False)
         self._peer_timeout_arg = peer_timeout
         self.heartbeat_interval = heartbeat_interval
