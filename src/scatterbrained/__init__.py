@@ -29,7 +29,8 @@ from .errors import (
 from .federation import aggregation, policies, topology
 from .history import EpochRecord, History
 from .namespace import Namespace, PeerEvent
-from .node import Node, NodeStats
+from .node import Node
+from .stats import NodeStats
 from .transport.security import KeyPair
 from .types import Identity, OperatingMode
 

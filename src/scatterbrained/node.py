@@ -10,67 +10,31 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._tasks import TaskSet
-from .discovery.base import Beacon, Discovery, DiscoveryScope, NamespaceAd, scope_from_env
+from .discovery.base import Discovery, DiscoveryScope, scope_from_env
 from .errors import ConfigurationError, SecurityError, WireError
-from .peers import PeerRecord, PeerTable, ReplayGuard, split_address
+from .membership import Membership, parse_bootstrap
+from .peers import PeerRecord, PeerTable, ReplayGuard
+from .stats import NodeStats
 from .transport.base import Envelope, Transport
-from .types import OperatingMode
 from .wire.codec import Limits, decode, encode
-from .wire.messages import Bye, Hello, Message, NamespaceInfo
+from .wire.messages import Bye, Hello, Message
 
 if TYPE_CHECKING:
     from .adapters.architecture import FactoryRegistry
     from .namespace import Namespace
     from .transport.security import KeyPair
 
-__all__ = ["Node", "NodeStats"]
+__all__ = ["Node"]
 
 logger = logging.getLogger(__name__)
 
-_WILDCARD_HOSTS = ("", "0.0.0.0", "*", "::")
 #: Seconds a goodbye may wait for a peer's queue: a gone peer must not delay shutdown.
 GOODBYE_TIMEOUT = 0.5
-
-
-@dataclass
-class NodeStats:
-    """Traffic counters of a node (monotonically increasing).
-
-    Attributes:
-        messages_in: multipart messages received (valid or not).
-        bytes_in: bytes received.
-        messages_out: messages sent.
-        bytes_out: bytes sent.
-        dropped: messages dropped, by reason (``"header"``, ``"replay"``, ``"mode"``, ...).
-    """
-
-    messages_in: int = 0
-    bytes_in: int = 0
-    messages_out: int = 0
-    bytes_out: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def dropped_total(self) -> int:
-        """Total number of dropped messages."""
-        return sum(self.dropped.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot."""
-        return {
-            "messages_in": self.messages_in,
-            "bytes_in": self.bytes_in,
-            "messages_out": self.messages_out,
-            "bytes_out": self.bytes_out,
-            "dropped": dict(self.dropped),
-        }
 
 
 class Node:
@@ -138,7 +102,6 @@ class Node:
         self._port = port
         self._keys = keys
         self._allowed_keys = list(allowed_keys) if allowed_keys is not None else None
-        self._bootstrap = [_parse_bootstrap(a) for a in (bootstrap or ())]
         self._scope = DiscoveryScope(discovery_scope) if discovery_scope else None
         self._advertise_host = advertise_host
         self._transport_arg = transport
@@ -158,7 +121,12 @@ class Node:
         self._seq = 0
         self._namespaces: dict[str, Namespace] = {}
         self._tasks = TaskSet(f"node {self.id}")
-        self._hello_sent: dict[str, float] = {}
+        self._membership = Membership(
+            self,
+            bootstrap=[parse_bootstrap(a) for a in (bootstrap or ())],
+            allowed_keys=self._allowed_keys,
+            authenticated=keys is not None,
+        )
         self._started = False
         self._closing = False
 
@@ -198,7 +166,7 @@ class Node:
         self._tasks.spawn(self._receive_loop(), "receive")
         self._tasks.spawn(self._discovery_loop(), "discovery")
         self._tasks.spawn(self._maintenance_loop(), "maintenance")
-        self._announce()
+        self._membership.announce()
         logger.info("node %s listening on %s", self.id, self.address)
 
     async def close(self) -> None:
@@ -293,6 +261,11 @@ class Node:
         return self._discovery.peer_timeout if self._discovery is not None else 5.0
 
     @property
+    def discovery(self) -> Discovery | None:
+        """The running discovery (``None`` before ``start``)."""
+        return self._discovery
+
+    @property
     def namespaces(self) -> Mapping[str, Namespace]:
         """The namespaces this node is in, by name."""
         return dict(self._namespaces)
@@ -343,11 +316,7 @@ class Node:
         """Tell discovery and known peers what namespaces/modes this node is in now."""
         if not self._started or self._closing:
             return
-        self._announce()
-        hello = self._hello(want_reply=False)
-        for record in self.peers.records():
-            if record.greeted:
-                self._tasks.spawn(self._send_record(record, "", hello), "hello")
+        self._membership.tell_peers()
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -391,50 +360,6 @@ class Node:
         self.stats.bytes_out += nbytes
         return nbytes
 
-    # ------------------------------------------------------------------ hello / beacons
-
-    def _advertised_host(self) -> str:
-        if self._advertise_host:
-            return self._advertise_host
-        if self._transport_arg is None and self._host in _WILDCARD_HOSTS:
-            return ""  # peers fill in the address our packets come from
-        host, _ = split_address(self.transport.address)
-        return host
-
-    def _namespace_infos(self) -> tuple[NamespaceInfo, ...]:
-        return tuple(
-            NamespaceInfo(ns.name, ns.mode.value, ns.version)
-            for ns in self._namespaces.values()
-            if ns.mode is not OperatingMode.OFFLINE
-        )
-
-    def _hello(self, want_reply: bool) -> Hello:
-        _, port = split_address(self.transport.address)
-        return Hello(
-            address=f"tcp://{self._advertised_host()}:{port}",
-            namespaces=self._namespace_infos(),
-            public_key=self.public_key,
-            want_reply=want_reply,
-        )
-
-    def _announce(self) -> None:
-        assert self._discovery is not None
-        infos = self._namespace_infos()
-        if not infos:
-            self._discovery.announce(None)
-            return
-        _, port = split_address(self.transport.address)
-        self._discovery.announce(
-            Beacon(
-                node_id=self.id,
-                host=self._advertised_host(),
-                port=port,
-                namespaces=tuple(NamespaceAd(i.name, i.mode, i.version) for i in infos),
-                public_key=self.public_key,
-                session=self.session,
-            )
-        )
-
     # ------------------------------------------------------------------ loops
 
     async def _receive_loop(self) -> None:
@@ -455,97 +380,15 @@ class Node:
         while True:
             event = await self._discovery.next_event()
             if event.kind.value == "lost":
-                self._beacons_stopped(event.beacon.node_id, time.monotonic())
+                self._membership.beacons_stopped(event.beacon.node_id, time.monotonic())
             else:
-                self._greet_candidate(event.beacon, time.monotonic())
-
-    def _beacons_stopped(self, peer_id: str, now: float) -> None:
-        """Back-date ``peer_id``'s last sign of life to when discovery last heard it.
-
-        While its beacons came, the maintenance loop kept ``last_seen`` fresh, so counting
-        ``peer_timeout`` from the LOST event would keep a crashed peer for about two timeouts.
-        The peer is left at least two heartbeat intervals: heartbeats (Hello, want_reply)
-        probe it meanwhile, and a peer that answers stays.
-        """
-        record = self.peers.get(peer_id)
-        if record is None or self._discovery is None:
-            return
-        left = max(2 * self.heartbeat_interval, self.peer_timeout - self._discovery.peer_timeout)
-        record.last_seen = min(record.last_seen, now - self.peer_timeout + left)
+                self._membership.greet(event.beacon, time.monotonic())
 
     async def _maintenance_loop(self) -> None:
-        assert self._discovery is not None
         period = min(0.5, self.heartbeat_interval / 2)
         while True:
             await asyncio.sleep(period)
-            now = time.monotonic()
-            for beacon in self._discovery.candidates():
-                record = self.peers.get(beacon.node_id)
-                if record is not None and record.greeted:
-                    record.last_seen = now
-                else:
-                    self._greet_candidate(beacon, now)
-            self._heartbeat(now)
-            for record in self.peers.expired(now, self.peer_timeout):
-                self._drop_peer(record.id, "timeout")
-
-    def _greet_candidate(self, beacon: Beacon, now: float) -> None:
-        """Say Hello to a node seen in discovery if it shares a namespace with us.
-
-        Namespaces this node is OFFLINE in do not count: OFFLINE is silent.
-        """
-        if beacon.node_id == self.id:
-            return
-        active = {info.name for info in self._namespace_infos()}
-        if not {ad.name for ad in beacon.namespaces} & active:
-            return
-        if self._allowed_keys is not None and beacon.public_key not in self._allowed_keys:
-            self.stats.dropped["beacon_key"] += 1
-            return
-        if now - self._hello_sent.get(beacon.node_id, -1e9) < self.heartbeat_interval:
-            return
-        self._hello_sent[beacon.node_id] = now
-        if len(self._hello_sent) > 4 * len(self.peers) + 1024:
-            self._hello_sent.clear()
-        address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
-        self._tasks.spawn(
-            self._send_to_address(
-                address, "", self._hello(want_reply=True), server_key=beacon.public_key
-            ),
-            "greet",
-        )
-
-    def _heartbeat(self, now: float) -> None:
-        """Hello to peers discovery does not refresh, and to bootstrap addresses."""
-        hello = self._hello(want_reply=True)
-        if not hello.namespaces:
-            return
-        for record in self.peers.records():
-            if (
-                now - record.last_seen > self.heartbeat_interval
-                and now - self._hello_sent.get(record.id, -1e9) >= self.heartbeat_interval
-            ):
-                self._hello_sent[record.id] = now
-                self._tasks.spawn(self._send_record(record, "", hello), "heartbeat")
-        if not self._bootstrap:  # the address set costs O(peers) per tick: skip it if unused
-            return
-        known = {r.address for r in self.peers.records()}
-        for address, key in self._bootstrap:
-            if address not in known:
-                self._tasks.spawn(
-                    self._send_to_address(address, "", hello, server_key=key), "bootstrap"
-                )
-
-    def _drop_peer(self, peer_id: str, reason: str) -> None:
-        record = self.peers.remove(peer_id)
-        if record is None:
-            return
-        logger.info("node %s: peer %s gone (%s)", self.id, peer_id, reason)
-        record.namespaces = {}
-        for ns in self._namespaces.values():
-            ns._update_member(record)
-        if self._transport is not None:
-            self._transport.forget(record.address)
+            self._membership.tick(time.monotonic())
 
     # ------------------------------------------------------------------ inbound
 
@@ -564,96 +407,22 @@ class Node:
         if message.sender == self.id:
             self._drop("self")
             return
-        if not self._check_identity(message, envelope.peer_key):
+        reason = self._membership.check_identity(message, envelope.peer_key)
+        if reason is not None:
+            self._drop(reason, message.sender)
             return
         if not self._replay.accept(message.sender, message.session, message.seq):
             self._drop("replay", message.sender)
             return
         body = message.body
         if isinstance(body, Hello):
-            self._on_hello(message, body, envelope)
+            reason = self._membership.on_hello(message, body, envelope)
+            if reason is not None:
+                self._drop(reason, message.sender)
         elif isinstance(body, Bye):
-            self._on_bye(message)
+            self._membership.on_bye(message)
         else:
             self._on_namespace_message(message, envelope.nbytes)
-
-    def _check_identity(self, message: Message, peer_key: str | None) -> bool:
-        """With keys, the authenticated key decides who sent a message, not its header."""
-        if self._keys is None:
-            return True
-        if peer_key is None:
-            self._drop("unauthenticated")
-            return False
-        if isinstance(message.body, Hello):
-            if message.body.public_key != peer_key:
-                self._drop("key_mismatch", message.sender)
-                return False
-            if not self.peers.bind_key(peer_key, message.sender):
-                self._drop("identity", message.sender)
-                return False
-            return True
-        if self.peers.bound_id(peer_key) != message.sender:
-            self._drop("identity", message.sender)
-            return False
-        return True
-
-    def _resolve_host(
-        self, peer_id: str, advertised: str, source: str | None
-    ) -> tuple[str, int] | None:
-        """Where to reach a peer that said Hello.
-
-        A wildcard-bound peer advertises no host: use the address its beacons or this very
-        message came from, then what we knew, and only then loopback.
-        """
-        try:
-            host, port = split_address(advertised)
-        except ValueError:
-            return None
-        if not host and self._discovery is not None:
-            for beacon in self._discovery.candidates():
-                if beacon.node_id == peer_id and beacon.host:
-                    return beacon.host, port
-        if not host:
-            record = self.peers.get(peer_id)
-            known = record.host if record is not None else ""
-            host = source or known or "127.0.0.1"
-        return host, port
-
-    def _on_hello(self, message: Message, hello: Hello, envelope: Envelope) -> None:
-        now = time.monotonic()
-        resolved = self._resolve_host(message.sender, hello.address, envelope.peer_host)
-        if resolved is None:
-            self._drop("address", hello.address)
-            return
-        record = self.peers.get(message.sender)
-        if record is not None and message.session > record.session and record.greeted:
-            logger.info("node %s: peer %s restarted", self.id, message.sender)
-            for ns in self._namespaces.values():
-                ns.learner.peer_restarted(message.sender)
-        record = self.peers.upsert(message.sender, resolved[0], resolved[1], now)
-        if record is None:
-            self._drop("peer_table_full", message.sender)
-            return
-        if self._keys is not None:
-            record.public_key = envelope.peer_key
-        changed = self.peers.apply_hello(record, hello, message.session)
-        for ns in self._namespaces.values():
-            if ns.name in changed or ns.name in record.namespaces:
-                ns._update_member(record)
-        if hello.want_reply and self._namespace_infos():
-            self._tasks.spawn(self._send_record(record, "", self._hello(False)), "hello-reply")
-
-    def _on_bye(self, message: Message) -> None:
-        record = self.peers.get(message.sender)
-        if record is None:
-            return
-        if message.namespace:
-            record.namespaces.pop(message.namespace, None)
-            ns = self._namespaces.get(message.namespace)
-            if ns is not None:
-                ns._update_member(record)
-        else:
-            self._drop_peer(message.sender, "bye")
 
     def _on_namespace_message(self, message: Message, nbytes: int) -> None:
         record = self.peers.get(message.sender)
@@ -668,17 +437,3 @@ class Node:
         reason = ns._deliver(record, message, nbytes)
         if reason is not None:
             self._drop(reason, f"{message.sender} in {message.namespace}")
-
-
-def _parse_bootstrap(entry: str) -> tuple[str, str | None]:
-    """Parse ``tcp://host:port`` or ``tcp://host:port#KEY`` into (address, key)."""
-    address, _, key = entry.partition("#")
-    try:
-        host, port = split_address(address)
-    except ValueError as exc:
-        raise ConfigurationError(f"bootstrap entry {entry!r}: {exc}") from None
-    if not host:
-        raise ConfigurationError(
-            f"bootstrap entry {entry!r} needs a host, e.g. tcp://10.0.0.5:5555"
-        )
-    return f"tcp://{host}:{port}", key or None

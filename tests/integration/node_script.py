@@ -80,7 +80,7 @@ async def wait_gone(ns: sb.Namespace, peer_id: str, timeout: float) -> dict[str,
 async def wait_beacon(node: sb.Node, peer_id: str, timeout: float) -> dict[str, Any]:
     """Poll the node's discovery candidates until ``peer_id`` is one (test-only peek)."""
     deadline = time.monotonic() + timeout
-    discovery = node._discovery  # no public accessor: this helper peeks on purpose
+    discovery = node.discovery
     assert discovery is not None
     while all(beacon.node_id != peer_id for beacon in discovery.candidates()):
         if time.monotonic() > deadline:
