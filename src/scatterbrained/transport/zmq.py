@@ -22,7 +22,6 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -36,6 +35,16 @@ from .security import (
     ZapHandler,
     check_authentication_enforced,
     validate_key,
+)
+from .zmq_support import (
+    bracketed,
+    check_settings,
+    frames_nbytes,
+    milliseconds,
+    parse_tcp_address,
+    peer_address,
+    settle,
+    user_id,
 )
 
 __all__ = [
@@ -58,59 +67,6 @@ DEFAULT_RECV_HWM = 64
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::"})
 _ZAP_DOMAIN = b"scatterbrained"
 _DEALER_MAX_INBOUND = 1024  # DEALERs never read; a peer writing to them is cut off.
-
-
-def parse_tcp_address(address: str) -> tuple[str, int] | None:
-    """Return ``(host, port)`` of ``tcp://host:port``, or ``None`` when malformed.
-
-    Only ``tcp://`` is accepted (never ``inproc://`` or ``ipc://``, which would reach this
-    process's own endpoints); IPv6 hosts are written in brackets.
-    """
-    if not isinstance(address, str) or not address.startswith("tcp://"):
-        return None
-    host, sep, port_text = address[len("tcp://") :].rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or host == "*" or any(c in host for c in "/;@[] \t"):
-        return None
-    return host, int(port_text)
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def _nbytes(frames: Sequence[Frame]) -> int:
-    return sum(memoryview(frame).nbytes for frame in frames)
-
-
-async def _settle(future: asyncio.Future[Any], timeout: float | None) -> bool:
-    """Wait for a socket future; True when it succeeded, False when it timed out or failed.
-
-    The caller's own cancellation propagates (and cancels ``future``); the future being
-    cancelled because its socket was closed does not.
-    """
-    if not future.done():
-        try:
-            await asyncio.wait({future}, timeout=timeout)
-        finally:
-            if not future.done():
-                future.cancel()
-    if future.cancelled():
-        return False
-    exc = future.exception()
-    if exc is None:
-        return True
-    if isinstance(exc, zmq.ZMQError):
-        logger.debug("socket operation failed: %s", exc)
-        return False
-    raise exc
 
 
 class ZmqTransport(KeyedEndpoint):
@@ -158,7 +114,7 @@ class ZmqTransport(KeyedEndpoint):
         reconnect_ivl_max: float = 5.0,
         advertise_host: str | None = None,
     ) -> None:
-        _check_settings(host, port, max_frame_bytes, send_hwm, recv_hwm)
+        check_settings(host, port, max_frame_bytes, send_hwm, recv_hwm)
         for name, value in (
             ("send_timeout", send_timeout),
             ("heartbeat_ivl", heartbeat_ivl),
@@ -180,8 +136,11 @@ class ZmqTransport(KeyedEndpoint):
         self._send_hwm = send_hwm
         self._recv_hwm = recv_hwm
         self._send_timeout = send_timeout
-        self._heartbeat = (_ms(heartbeat_ivl), _ms(heartbeat_timeout))
-        self._reconnect = (_ms(reconnect_ivl), _ms(max(reconnect_ivl, reconnect_ivl_max)))
+        self._heartbeat = (milliseconds(heartbeat_ivl), milliseconds(heartbeat_timeout))
+        self._reconnect = (
+            milliseconds(reconnect_ivl),
+            milliseconds(max(reconnect_ivl, reconnect_ivl_max)),
+        )
         self._advertise_host = advertise_host
         self._stats = TransportStats()
         self._context: zmq.asyncio.Context | None = None
@@ -204,7 +163,7 @@ class ZmqTransport(KeyedEndpoint):
         host = self._advertise_host or (
             self._host if self._host not in _WILDCARD_HOSTS else "127.0.0.1"
         )
-        return f"tcp://{_bracketed(host)}:{port}"
+        return f"tcp://{bracketed(host)}:{port}"
 
     @property
     def host(self) -> str:
@@ -314,13 +273,13 @@ class ZmqTransport(KeyedEndpoint):
             return False
         wait = self._send_timeout if timeout is None else max(0.0, timeout)
         sending = asyncio.ensure_future(sock.send_multipart(list(frames), copy=False))
-        if not await _settle(sending, wait):
+        if not await settle(sending, wait):
             self._stats.send_dropped += 1
             logger.debug("dropped a message to %s: queue full or not connected", address)
             self._discard_dealer(address, sock)
             return False
         self._stats.messages_out += 1
-        self._stats.bytes_out += _nbytes(frames)
+        self._stats.bytes_out += frames_nbytes(frames)
         return True
 
     async def recv(self) -> Envelope:
@@ -332,7 +291,7 @@ class ZmqTransport(KeyedEndpoint):
         while True:
             router = self._require_router()
             future = asyncio.ensure_future(router.recv_multipart(copy=False))
-            if not await _settle(future, None):
+            if not await settle(future, None):
                 raise TransportError("the transport was closed while receiving")
             envelope = self._envelope_from(future.result())
             if envelope is not None:
@@ -389,7 +348,7 @@ class ZmqTransport(KeyedEndpoint):
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._keys.secret.encode("ascii"))
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._keys.public.encode("ascii"))
             sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
-        endpoint = f"tcp://{_bracketed(self._host)}:{self._port}"
+        endpoint = f"tcp://{bracketed(self._host)}:{self._port}"
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -462,7 +421,7 @@ class ZmqTransport(KeyedEndpoint):
         payload = frames[1:]  # frames[0] is the routing id ROUTER prepends
         peer_key: str | None = None
         if self._keys is not None:
-            peer_key = _user_id(payload[0])
+            peer_key = user_id(payload[0])
             if peer_key is None:
                 self._count("recv_unauthenticated")
                 logger.warning("dropped a message without an authenticated key")
@@ -471,7 +430,7 @@ class ZmqTransport(KeyedEndpoint):
                 self._count("recv_refused")
                 return None
         views = [memoryview(frame.buffer).toreadonly() for frame in payload]
-        envelope = Envelope(frames=views, peer_key=peer_key, peer_host=_peer_address(payload[0]))
+        envelope = Envelope(frames=views, peer_key=peer_key, peer_host=peer_address(payload[0]))
         self._stats.messages_in += 1
         self._stats.bytes_in += envelope.nbytes
         return envelope
@@ -481,7 +440,7 @@ class ZmqTransport(KeyedEndpoint):
         if self._host in ("::",):
             return f"tcp://[::1]:{port}"
         host = "127.0.0.1" if self._host in _WILDCARD_HOSTS else self._host
-        return f"tcp://{_bracketed(host)}:{port}"
+        return f"tcp://{bracketed(host)}:{port}"
 
     async def _release(self) -> None:
         for sock, _ in self._dealers.values():
@@ -497,34 +456,3 @@ class ZmqTransport(KeyedEndpoint):
             self._context.destroy(linger=0)
             self._context = None
         self._bound_port = None
-
-
-def _peer_address(frame: zmq.Frame) -> str | None:
-    """The remote IP address of the connection ``frame`` arrived on (ZMQ "Peer-Address")."""
-    try:
-        value = frame.get("Peer-Address")
-    except (zmq.ZMQError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-def _user_id(frame: zmq.Frame) -> str | None:
-    try:
-        value = frame.get("User-Id")
-    except zmq.ZMQError:
-        return None
-    return value if isinstance(value, str) and len(value) == 40 else None
-
-
-def _check_settings(
-    host: str, port: int | None, max_frame_bytes: int, send_hwm: int, recv_hwm: int
-) -> None:
-    if not isinstance(host, str) or not host:
-        raise ConfigurationError(f"host must be an interface name or IP, got {host!r}")
-    if port is not None and not 0 <= port < 65536:
-        raise ConfigurationError(f"port must be in 0..65535 (0/None: any free port), got {port}")
-    if max_frame_bytes < 1:
-        raise ConfigurationError(f"max_frame_bytes must be >= 1, got {max_frame_bytes}")
-    for name, value in (("send_hwm", send_hwm), ("recv_hwm", recv_hwm)):
-        if value < 1:
-            raise ConfigurationError(f"{name} must be >= 1 message, got {value}")
