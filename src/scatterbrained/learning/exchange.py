@@ -56,6 +56,7 @@ class Exchange:
         self.arrival = Pulse()
         self.global_round = -1
         self.global_source: str | None = None  # the centre whose rounds global_round counts
+        self._seeded: dict[str, int] = {}  # client -> version a seeding centre sent it
 
     # ------------------------------------------------------------------ who
 
@@ -144,11 +145,14 @@ class Exchange:
             logger.info("namespace %s: centre %s absent; training alone", self.ns.name, center)
             return []
         center_mode = self.ns.peer_mode(center)
-        if mode.sends and center_mode is not None and center_mode.receives:
+        aggregates = center_mode is not None and center_mode.receives
+        if mode.sends and aggregates:
             await self.push([center], self.outgoing(adapter.get_arrays()), self.learner.version)
         if not mode.receives:
             return []
-        deadline = time.monotonic() + self.options.round_timeout
+        # A centre that does not aggregate (SEEDING) sends its model when it changes: take a
+        # new one if it came, but do not wait for a round result that is never computed.
+        deadline = time.monotonic() + (self.options.round_timeout if aggregates else 0.0)
         while True:
             updates = [
                 u
@@ -161,7 +165,10 @@ class Exchange:
                 self.global_source = center
                 return [center]
             if not await self.arrival.wait_until(deadline) or not self.still_sends(center):
-                logger.info("namespace %s: no global model from %s in time", self.ns.name, center)
+                if aggregates:
+                    logger.info(
+                        "namespace %s: no global model from %s in time", self.ns.name, center
+                    )
                 return []
 
     async def aggregate_as_center(self, trained: bool) -> list[str]:
@@ -199,6 +206,30 @@ class Exchange:
         if self.ns.mode.sends and receivers:
             await self.push(receivers, adapter.get_arrays(), self.global_round)
         return [u.sender for u in updates]
+
+    async def seed_as_center(self) -> None:
+        """A centre that does not aggregate (SEEDING) sends its published model instead.
+
+        Each receiving client gets every published version once, newcomers included, so a
+        star can distribute a model from a write-only centre. Clients do not wait for it.
+        """
+        published = self.learner.published
+        if published is None or not self.ns.mode.sends:
+            return
+        version = self.learner.version
+        receivers = [
+            p
+            for p in sorted(self.ns._members)
+            if (m := self.ns.peer_mode(p)) is not None
+            and m.receives
+            and self._seeded.get(p) != version
+        ]
+        if not receivers:
+            return
+        self.global_round = max(self.global_round + 1, version)
+        await self.push(receivers, published, self.global_round)
+        self._seeded = {p: v for p, v in self._seeded.items() if p in self.ns._members}
+        self._seeded.update(dict.fromkeys(receivers, version))
 
     def _quorum(self, arrived: set[str], expected: list[str]) -> bool:
         """True when a synchronous round has the ``min_peers`` updates it needs to merge."""

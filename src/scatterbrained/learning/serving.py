@@ -19,8 +19,8 @@ __all__ = ["serve"]
 async def serve(exchange: Exchange, duration: float | None = None) -> None:
     """Serve until cancelled, or for ``duration`` seconds.
 
-    Wakes on every arrival or membership change and at least every ``serve_interval``
-    seconds. A namespace without a model, or OFFLINE, idles (it may get one from
+    Serves at once, then again on every arrival or membership change and at least every
+    ``serve_interval`` seconds. A namespace without a model, or OFFLINE, idles (it may get one from
     ``sync_model`` or a mode change meanwhile).
     """
     learner = exchange.learner
@@ -30,10 +30,9 @@ async def serve(exchange: Exchange, duration: float | None = None) -> None:
         step_end = time.monotonic() + exchange.options.serve_interval
         if deadline is not None:
             step_end = min(step_end, deadline)
+        if learner.adapter is not None and exchange.ns.mode is not OperatingMode.OFFLINE:
+            pushed_version = await _serve_pass(exchange, pushed_version)
         await exchange.arrival.wait_until(step_end)
-        if learner.adapter is None or exchange.ns.mode is OperatingMode.OFFLINE:
-            continue
-        pushed_version = await _serve_pass(exchange, pushed_version)
 
 
 async def _serve_pass(exchange: Exchange, pushed_version: int) -> int:
@@ -44,7 +43,9 @@ async def _serve_pass(exchange: Exchange, pushed_version: int) -> int:
     if center is not None:
         if center == ns.node.id:
             async with exchange.lock:
-                if await exchange.aggregate_as_center(trained=False):
+                if not ns.mode.receives:
+                    await exchange.seed_as_center()
+                elif await exchange.aggregate_as_center(trained=False):
                     learner.version += 1
                     learner.publish()
         return pushed_version

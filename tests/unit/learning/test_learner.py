@@ -133,6 +133,42 @@ def test_a_training_centre_averages_its_own_model_in(
     arun(main)
 
 
+def test_a_seeding_centre_distributes_its_model_and_clients_never_wait_for_it(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any, eventually: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start("c", "a", "late")
+            star = {"topology": sb.topology.Star(center="c"), "sync": True, "round_timeout": 20.0}
+            opts = {**FAST, **star}
+            center = nodes[0].namespace("X", mlp(7), mode="seeding", **opts)
+            await center.open()
+            client = nodes[1].namespace("X", mlp(0), **opts)
+            await client.open()
+            await center.wait_for_peers(1, timeout=3)
+            seeded = weights(center.model)
+            server = asyncio.ensure_future(center.serve())
+            start = time.monotonic()
+            store = client.learner.exchange.store  # peek: train once the seed has arrived
+            await eventually(lambda: store.latest_round(["c"]) is not None, what="seed arrived")
+
+            await client.train(2, digit_loader(0, 3, 64))
+            late = nodes[2].namespace("X", mlp(1), **opts)
+            await late.open()
+            late_store = late.learner.exchange.store
+            await eventually(lambda: late_store.latest_round(["c"]) is not None, what="late seed")
+            await late.train(1, digit_loader(1, 3, 64))
+            server.cancel()
+
+            assert time.monotonic() - start < 10.0  # nobody waited a 20 s round_timeout
+            assert [r.merged_from for r in client.history] == [("c",), ()]
+            assert [r.merged_from for r in late.history] == [("c",)]  # newcomers get it too
+            assert_same(weights(late.model), seeded)
+            assert_same(weights(center.model), seeded)  # a seeding centre never merges
+
+    arun(main)
+
+
 # ---------------------------------------------------------------------- gossip and rounds
 
 
