@@ -205,22 +205,31 @@ class Membership:
 
     # ------------------------------------------------------------------ inbound
 
-    def check_identity(self, message: Message, peer_key: str | None) -> str | None:
+    def check_identity(self, message: Message, peer_key: str | None) -> bool:
         """With keys, the authenticated key decides who sent a message, not its header.
 
         Returns:
-            A drop reason, or ``None`` when the sender is who it says.
+            True when the sender is who it says; else the message is dropped and counted.
         """
         if not self.authenticated:
-            return None
+            return True
+        drop = self.node._drop
         if peer_key is None:
-            return "unauthenticated"
+            drop("unauthenticated")
+            return False
         peers = self.node.peers
         if isinstance(message.body, Hello):
             if message.body.public_key != peer_key:
-                return "key_mismatch"
-            return None if peers.bind_key(peer_key, message.sender) else "identity"
-        return None if peers.bound_id(peer_key) == message.sender else "identity"
+                drop("key_mismatch", message.sender)
+                return False
+            if not peers.bind_key(peer_key, message.sender):
+                drop("identity", message.sender)
+                return False
+            return True
+        if peers.bound_id(peer_key) != message.sender:
+            drop("identity", message.sender)
+            return False
+        return True
 
     def resolve_host(
         self, peer_id: str, advertised: str, source: str | None
@@ -245,13 +254,14 @@ class Membership:
             host = source or known or "127.0.0.1"
         return host, port
 
-    def on_hello(self, message: Message, hello: Hello, envelope: Envelope) -> str | None:
-        """Add or refresh the sender; reply when asked. Returns a drop reason or ``None``."""
+    def on_hello(self, message: Message, hello: Hello, envelope: Envelope) -> None:
+        """Add or refresh the sender; reply when asked. An unusable Hello is dropped, counted."""
         node = self.node
         now = time.monotonic()
         resolved = self.resolve_host(message.sender, hello.address, envelope.peer_host)
         if resolved is None:
-            return "address"
+            node._drop("address", hello.address)
+            return
         record = node.peers.get(message.sender)
         if record is not None and message.session > record.session and record.greeted:
             logger.info("node %s: peer %s restarted", node.id, message.sender)
@@ -259,7 +269,8 @@ class Membership:
                 ns.learner.peer_restarted(message.sender)
         record = node.peers.upsert(message.sender, resolved[0], resolved[1], now)
         if record is None:
-            return "peer_table_full"
+            node._drop("peer_table_full", message.sender)
+            return
         if self.authenticated:
             record.public_key = envelope.peer_key
         changed = node.peers.apply_hello(record, hello, message.session)
@@ -269,7 +280,6 @@ class Membership:
         if hello.want_reply and self.namespace_infos():
             reply = node._send_record(record, "", self.hello(False))
             node._tasks.spawn(reply, "hello-reply")
-        return None
 
     def on_bye(self, message: Message) -> None:
         """The sender left one namespace (``message.namespace``) or the whole network."""

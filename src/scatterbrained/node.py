@@ -407,18 +407,14 @@ class Node:
         if message.sender == self.id:
             self._drop("self")
             return
-        reason = self._membership.check_identity(message, envelope.peer_key)
-        if reason is not None:
-            self._drop(reason, message.sender)
+        if not self._membership.check_identity(message, envelope.peer_key):
             return
         if not self._replay.accept(message.sender, message.session, message.seq):
             self._drop("replay", message.sender)
             return
         body = message.body
         if isinstance(body, Hello):
-            reason = self._membership.on_hello(message, body, envelope)
-            if reason is not None:
-                self._drop(reason, message.sender)
+            self._membership.on_hello(message, body, envelope)
         elif isinstance(body, Bye):
             self._membership.on_bye(message)
         else:

@@ -107,23 +107,34 @@ class UpdateStore:
                 chosen.append(rounds[later[0]])
         return self._consume(chosen, now)
 
-    def take_fresh(self, senders: Collection[str], now: float) -> list[StoredUpdate]:
-        """Take, per sender, its freshest not-yet-merged update (asynchronous gossip)."""
+    def take_fresh(
+        self, senders: Collection[str], now: float, *, any_age: bool = False
+    ) -> list[StoredUpdate]:
+        """Take, per sender, its freshest not-yet-merged update (asynchronous gossip).
+
+        Args:
+            senders: whose updates to take.
+            now: the current ``time.monotonic()``, for the ``max_age_s`` bound.
+            any_age: ignore ``max_age_s`` (for a model that stays current until replaced).
+        """
         chosen = [
             rounds[max(rounds)]
             for sender in sorted(senders)
             if (rounds := self._by_sender.get(sender))
         ]
-        return self._consume(chosen, now)
+        return self._consume(chosen, now, any_age)
 
-    def _consume(self, chosen: list[StoredUpdate], now: float) -> list[StoredUpdate]:
+    def _consume(
+        self, chosen: list[StoredUpdate], now: float, any_age: bool = False
+    ) -> list[StoredUpdate]:
         fresh: list[StoredUpdate] = []
         for update in chosen:
             rounds = self._by_sender[update.sender]
             for r in [r for r in rounds if r <= update.round]:
                 del rounds[r]
             self._last_taken[update.sender] = update.round
-            if self.max_age_s is not None and now - update.received_at > self.max_age_s:
+            too_old = self.max_age_s is not None and now - update.received_at > self.max_age_s
+            if too_old and not any_age:
                 self.stats.stale += 1
                 continue
             fresh.append(update)

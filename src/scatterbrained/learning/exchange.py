@@ -26,6 +26,7 @@ from ..types import OperatingMode
 from ..wire.codec import check_specs
 from ..wire.limits import check_all_finite
 from ..wire.messages import ModelUpdate
+from .seeding import SeedLedger
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -56,7 +57,7 @@ class Exchange:
         self.arrival = Pulse()
         self.global_round = -1
         self.global_source: str | None = None  # the centre whose rounds global_round counts
-        self._seeded: dict[str, int] = {}  # client -> version a seeding centre sent it
+        self.seeds = SeedLedger()  # what this node sent as a SEEDING centre
 
     # ------------------------------------------------------------------ who
 
@@ -154,11 +155,10 @@ class Exchange:
         # new one if it came, but do not wait for a round result that is never computed.
         deadline = time.monotonic() + (self.options.round_timeout if aggregates else 0.0)
         while True:
-            updates = [
-                u
-                for u in self.finite(self.store.take_fresh([center], time.monotonic()))
-                if u.round > self.global_round
-            ]
+            # A seeding centre's model is current until it sends a newer one: no age bound.
+            now = time.monotonic()
+            taken = self.store.take_fresh([center], now, any_age=not aggregates)
+            updates = [u for u in self.finite(taken) if u.round > self.global_round]
             if updates:
                 adapter.set_arrays(updates[-1].arrays)
                 self.global_round = updates[-1].round
@@ -206,30 +206,6 @@ class Exchange:
         if self.ns.mode.sends and receivers:
             await self.push(receivers, adapter.get_arrays(), self.global_round)
         return [u.sender for u in updates]
-
-    async def seed_as_center(self) -> None:
-        """A centre that does not aggregate (SEEDING) sends its published model instead.
-
-        Each receiving client gets every published version once, newcomers included, so a
-        star can distribute a model from a write-only centre. Clients do not wait for it.
-        """
-        published = self.learner.published
-        if published is None or not self.ns.mode.sends:
-            return
-        version = self.learner.version
-        receivers = [
-            p
-            for p in sorted(self.ns._members)
-            if (m := self.ns.peer_mode(p)) is not None
-            and m.receives
-            and self._seeded.get(p) != version
-        ]
-        if not receivers:
-            return
-        self.global_round = max(self.global_round + 1, version)
-        await self.push(receivers, published, self.global_round)
-        self._seeded = {p: v for p, v in self._seeded.items() if p in self.ns._members}
-        self._seeded.update(dict.fromkeys(receivers, version))
 
     def _quorum(self, arrived: set[str], expected: list[str]) -> bool:
         """True when a synchronous round has the ``min_peers`` updates it needs to merge."""
@@ -287,8 +263,12 @@ class Exchange:
         reference = self.learner.reference if self.learner.reference is not None else local
         return dict(privacy.apply(local, reference))
 
-    async def push(self, targets: list[str], arrays: Arrays, round_: int) -> None:
-        """Send ``arrays`` as this node's update for ``round_`` to every target still here."""
+    async def push(self, targets: list[str], arrays: Arrays, round_: int) -> list[str]:
+        """Send ``arrays`` as this node's update for ``round_`` to every target still here.
+
+        Returns:
+            The targets the transport accepted it for (queued to their connection).
+        """
         update = ModelUpdate(
             version=self.learner.version,
             samples=max(self.learner.local_samples, 0),
@@ -297,7 +277,8 @@ class Exchange:
             round=round_,
         )
         records = [r for p in targets if (r := self.ns.node.peers.get(p)) is not None]
-        await asyncio.gather(*(self.ns._send(r, update) for r in records))
+        sent = await asyncio.gather(*(self.ns._send(r, update) for r in records))
+        return [r.id for r, ok in zip(records, sent, strict=True) if ok]
 
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
         """Wait until every present source has an update for ``round_`` (at most ``timeout`` s)."""
@@ -356,6 +337,7 @@ class Exchange:
         restarted counts its global rounds afresh.
         """
         self.store.reset_sender(peer_id)
+        self.seeds.forget(peer_id)
         if peer_id == self.global_source:
             self.global_source, self.global_round = None, -1
 

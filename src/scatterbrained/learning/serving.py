@@ -12,6 +12,7 @@ import time
 
 from ..types import OperatingMode
 from .exchange import Exchange
+from .seeding import seed_as_center
 
 __all__ = ["serve"]
 
@@ -19,19 +20,23 @@ __all__ = ["serve"]
 async def serve(exchange: Exchange, duration: float | None = None) -> None:
     """Serve until cancelled, or for ``duration`` seconds.
 
-    Serves at once, then again on every arrival or membership change and at least every
-    ``serve_interval`` seconds. A namespace without a model, or OFFLINE, idles (it may get one from
-    ``sync_model`` or a mode change meanwhile).
+    Serves at once, then again on every arrival or membership change, at least every
+    ``serve_interval`` seconds, and a last time at the end of ``duration``. A namespace
+    without a model, or OFFLINE, idles (it may get one from ``sync_model`` or a mode change
+    meanwhile). A SEEDING centre of a synchronous star distributes its model
+    (:mod:`.seeding`).
     """
     learner = exchange.learner
     deadline = None if duration is None else time.monotonic() + duration
     pushed_version = -1
-    while deadline is None or time.monotonic() < deadline:
-        step_end = time.monotonic() + exchange.options.serve_interval
-        if deadline is not None:
-            step_end = min(step_end, deadline)
+    while True:
         if learner.adapter is not None and exchange.ns.mode is not OperatingMode.OFFLINE:
             pushed_version = await _serve_pass(exchange, pushed_version)
+        step_end = time.monotonic() + exchange.options.serve_interval
+        if deadline is not None:
+            if time.monotonic() >= deadline:
+                return
+            step_end = min(step_end, deadline)
         await exchange.arrival.wait_until(step_end)
 
 
@@ -44,7 +49,7 @@ async def _serve_pass(exchange: Exchange, pushed_version: int) -> int:
         if center == ns.node.id:
             async with exchange.lock:
                 if not ns.mode.receives:
-                    await exchange.seed_as_center()
+                    await seed_as_center(exchange)
                 elif await exchange.aggregate_as_center(trained=False):
                     learner.version += 1
                     learner.publish()

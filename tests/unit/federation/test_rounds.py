@@ -113,6 +113,16 @@ def test_no_age_bound_when_max_age_is_none() -> None:
     assert rounds_of(store.take_fresh(["a"], now=1e9)) == [("a", 1)]
 
 
+def test_any_age_takes_an_update_however_old() -> None:
+    store = UpdateStore(max_age_s=10.0)
+    store.offer(update("seed", 3, at=0.0))
+
+    taken = store.take_fresh(["seed"], now=1000.0, any_age=True)
+
+    assert rounds_of(taken) == [("seed", 3)]
+    assert store.stats.stale == 0
+
+
 def test_forget_drops_stored_updates_but_remembers_what_was_merged() -> None:
     store = UpdateStore()
     store.offer(update("a", 4))

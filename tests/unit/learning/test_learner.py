@@ -169,6 +169,38 @@ def test_a_seeding_centre_distributes_its_model_and_clients_never_wait_for_it(
     arun(main)
 
 
+def test_a_seeding_centre_seeds_a_client_again_after_it_left_and_seeds_never_go_stale(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, weights: Any, eventually: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            centre_node, client_node = await cluster.start("c", "a")
+            star = {"topology": sb.topology.Star(center="c"), "sync": True, "round_timeout": 20.0}
+            opts = {**FAST, **star, "max_staleness_s": 0.3}
+            center = centre_node.namespace("X", mlp(7), mode="seeding", **opts)
+            await center.open()
+            first = client_node.namespace("X", mlp(0), **opts)
+            await first.open()
+            server = asyncio.ensure_future(center.serve())
+            seeded = weights(center.model)
+            await eventually(lambda: first.learner.exchange.store.latest_round(["c"]) is not None)
+            await first.close()
+            await eventually(lambda: not center.peers, what="client left")
+
+            again = client_node.namespace("X", mlp(0), **opts)
+            await again.open()
+            store = again.learner.exchange.store
+            await eventually(lambda: store.latest_round(["c"]) is not None, what="seeded again")
+            await asyncio.sleep(0.6)  # twice max_staleness_s: a seed is still current
+            await again.train(1, digit_loader(0, 3, 64))
+            server.cancel()
+
+            assert [r.merged_from for r in again.history] == [("c",)]
+            assert_same(weights(again.model), seeded)
+
+    arun(main)
+
+
 # ---------------------------------------------------------------------- gossip and rounds
 
 
