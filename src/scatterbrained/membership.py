@@ -159,11 +159,8 @@ class Membership:
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
             node.stats.dropped["beacon_key"] += 1
             return
-        if now - self._hello_sent.get(beacon.node_id, -1e9) < node.heartbeat_interval:
+        if not self._hello_due(beacon.node_id, now):
             return
-        self._hello_sent[beacon.node_id] = now
-        if len(self._hello_sent) > 4 * len(node.peers) + 1024:
-            self._hello_sent.clear()
         address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
         hello = self.hello(want_reply=True)
         greeting = node._send_to_address(address, "", hello, server_key=beacon.public_key)
@@ -176,11 +173,7 @@ class Membership:
         if not hello.namespaces:
             return
         for record in node.peers.records():
-            if (
-                now - record.last_seen > node.heartbeat_interval
-                and now - self._hello_sent.get(record.id, -1e9) >= node.heartbeat_interval
-            ):
-                self._hello_sent[record.id] = now
+            if now - record.last_seen > node.heartbeat_interval and self._hello_due(record.id, now):
                 node._tasks.spawn(node._send_record(record, "", hello), "heartbeat")
         if not self.bootstrap:  # the address set costs O(peers) per tick: skip it if unused
             return
@@ -189,6 +182,19 @@ class Membership:
             if address not in known:
                 contact = node._send_to_address(address, "", hello, server_key=key)
                 node._tasks.spawn(contact, "bootstrap")
+
+    def _hello_due(self, peer_id: str, now: float) -> bool:
+        """True (and noted) when ``peer_id`` got no Hello from us for a heartbeat interval.
+
+        The table is bounded: past 4 entries per peer (+1024) it starts over, which at worst
+        lets one early Hello through.
+        """
+        if now - self._hello_sent.get(peer_id, -1e9) < self.node.heartbeat_interval:
+            return False
+        self._hello_sent[peer_id] = now
+        if len(self._hello_sent) > 4 * len(self.node.peers) + 1024:
+            self._hello_sent.clear()
+        return True
 
     def drop_peer(self, peer_id: str, reason: str) -> None:
         """Forget a peer: it leaves every namespace, its connection is closed."""

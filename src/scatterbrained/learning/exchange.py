@@ -89,6 +89,18 @@ class Exchange:
         center: str | None = self.ns.topology.center(set(self.ns._members) | {me})
         return center
 
+    def members_that_send(self) -> list[str]:
+        """Members (sorted by id) whose announced mode sends weights."""
+        return [p for p in sorted(self.ns._members) if self.still_sends(p)]
+
+    def members_that_receive(self) -> list[str]:
+        """Members (sorted by id) whose announced mode receives weights."""
+        return [
+            p
+            for p in sorted(self.ns._members)
+            if (m := self.ns.peer_mode(p)) is not None and m.receives
+        ]
+
     def still_sends(self, peer: str) -> bool:
         """True while ``peer`` is a member whose announced mode sends weights."""
         mode = self.ns.peer_mode(peer) if peer in self.ns._members else None
@@ -183,10 +195,7 @@ class Exchange:
         """
         adapter = self.learner.adapter
         assert adapter is not None
-        clients = sorted(self.ns._members)
-        senders = [p for p in clients if (m := self.ns.peer_mode(p)) is not None and m.sends]
-        if not self.ns.mode.receives:
-            senders = []
+        senders = self.members_that_send() if self.ns.mode.receives else []
         await self.wait_for(senders, ANY_ROUND, self.options.round_timeout)
         if not self._quorum(self.store.senders_with_round(senders, ANY_ROUND), senders):
             return []
@@ -202,7 +211,7 @@ class Exchange:
         # Rounds follow the (checkpointed) version, so clients that synced from this centre
         # or saw it before a restart never wait for round numbers it already used.
         self.global_round = max(self.global_round + 1, self.learner.version)
-        receivers = [p for p in clients if (m := self.ns.peer_mode(p)) is not None and m.receives]
+        receivers = self.members_that_receive()
         if self.ns.mode.sends and receivers:
             await self.push(receivers, adapter.get_arrays(), self.global_round)
         return [u.sender for u in updates]

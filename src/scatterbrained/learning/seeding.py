@@ -76,11 +76,7 @@ async def seed_as_center(exchange: Exchange) -> None:
     now = time.monotonic()
     version = learner.version
     ledger = exchange.seeds
-    receivers = [
-        p
-        for p in sorted(ns._members)
-        if (m := ns.peer_mode(p)) is not None and m.receives and ledger.due(p, version, now)
-    ]
+    receivers = [p for p in exchange.members_that_receive() if ledger.due(p, version, now)]
     if not receivers:
         return
     exchange.global_round = ledger.round_for(version, exchange.global_round)

@@ -170,12 +170,8 @@ def read_metric_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read(worker: _Worker) -> list[dict[str, Any]]:
-    return read_metric_rows(worker.metrics)
-
-
 def _rows_at(workers: list[_Worker], epoch: int) -> list[dict[str, Any]]:
-    return [r for w in workers for r in _read(w) if r["epoch"] == epoch]
+    return [r for w in workers for r in read_metric_rows(w.metrics) if r["epoch"] == epoch]
 
 
 def _merge(
@@ -185,7 +181,7 @@ def _merge(
     rows: list[dict[str, Any]] = []
     marks = {(e["node"], e["epoch"]): e["event"] for e in events}
     for worker in workers:
-        seen = {r["epoch"]: r for r in _read(worker)}
+        seen = {r["epoch"]: r for r in read_metric_rows(worker.metrics)}
         for epoch in range(1, epochs + 1):
             row = seen.get(epoch)
             if row is None:

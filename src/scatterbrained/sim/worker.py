@@ -112,19 +112,14 @@ def _append(path: Path, row: dict[str, Any]) -> None:
     row never glues onto a broken one.
     """
     data = (json.dumps(row) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        if os.fstat(fd).st_size and not _ends_with_newline(path):
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
         os.write(fd, data)
     finally:
         os.close(fd)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
 
 
 def _write_atomically(path: Path, text: str) -> None:
