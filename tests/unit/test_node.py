@@ -97,6 +97,23 @@ def test_address_comes_from_the_transport_and_is_unique(arun: Run, cluster_facto
     arun(main)
 
 
+def test_discovery_is_none_before_start_then_the_running_discovery(
+    arun: Run, cluster_factory: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            node = cluster.node("a")
+            before = node.discovery
+
+            await node.start()
+
+            assert before is None
+            assert node.discovery is not None
+            assert node.discovery.peer_timeout == node.peer_timeout
+
+    arun(main)
+
+
 def test_close_is_idempotent_and_a_never_started_close_is_a_no_op(
     arun: Run, cluster_factory: Any
 ) -> None:
