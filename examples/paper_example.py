@@ -31,9 +31,9 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def create_optimizer(params: object) -> torch.optim.Optimizer:
-    """The optimizer factory passed to the namespace."""
-    return torch.optim.Adam(params, lr=0.01)  # type: ignore[arg-type]
+def create_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer factory passed to the namespace: it receives the model."""
+    return torch.optim.Adam(model.parameters(), lr=0.01)
 
 
 async def train(epochs: int, serve_s: float | None) -> None:

@@ -14,6 +14,7 @@ the network runs::
 
 from __future__ import annotations
 
+from . import aggregation, events, policies, topology
 from .errors import (
     ConfigurationError,
     DatasetNotFoundError,
@@ -26,7 +27,6 @@ from .errors import (
     TransportError,
     WireError,
 )
-from .federation import aggregation, policies, topology
 from .history import EpochRecord, History
 from .namespace import Namespace, PeerEvent
 from .node import Node
@@ -58,6 +58,7 @@ __all__ = [
     "WireError",
     "__version__",
     "aggregation",
+    "events",
     "policies",
     "topology",
 ]

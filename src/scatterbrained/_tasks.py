@@ -8,7 +8,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["Pulse", "TaskSet"]
+__all__ = ["Pulse", "TaskSet", "wait_future"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,31 +64,68 @@ class Pulse:
     Unlike a bare :class:`asyncio.Event`, a pulse never stays set: waiters re-check their own
     condition after each wake-up, and a later waiter waits for the next pulse. Loop-bound like
     every asyncio primitive: fire and wait on the same event loop.
+
+    Waiting never nests ``asyncio.wait_for`` (which on Python 3.11 can swallow a cancellation
+    that arrives while the inner wait completes): a wait is one future and one timer, so a
+    cancellation of the waiter always propagates.
     """
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._waiters: set[asyncio.Future[bool]] = set()
 
     def fire(self) -> None:
         """Wake every current waiter."""
-        self._event.set()
-        self._event = asyncio.Event()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
 
     async def wait(self) -> None:
-        """Wait for the next :meth:`fire` (no timeout: wrap it in one)."""
-        await self._event.wait()
+        """Wait for the next :meth:`fire` (no timeout: see :meth:`wait_until`)."""
+        await self.wait_until(None)
 
-    async def wait_until(self, deadline: float) -> bool:
+    async def wait_until(self, deadline: float | None) -> bool:
         """Wait for the next :meth:`fire` until ``deadline`` (``time.monotonic()`` seconds).
+
+        Args:
+            deadline: when to give up; ``None`` waits for the next fire however long.
 
         Returns:
             True when woken, False when the deadline passed first.
         """
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
             return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.add(waiter)
+        timer = None
+        if remaining is not None:
+            timer = loop.call_later(remaining, _resolve, waiter, False)
         try:
-            await asyncio.wait_for(self._event.wait(), remaining)
-        except asyncio.TimeoutError:
-            return False
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiters.discard(waiter)
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+async def wait_future(future: asyncio.Future[Any], deadline: float | None) -> bool:
+    """Wait until ``future`` is done or ``deadline`` (``time.monotonic()``) passes.
+
+    One deadline, no nested ``asyncio.wait_for``: cancelling the caller cancels only the
+    wait, never ``future`` (the caller owns it).
+
+    Returns:
+        True when the future is done, False at the deadline.
+    """
+    if future.done():
         return True
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    done, _ = await asyncio.wait({future}, timeout=timeout)
+    return bool(done)

@@ -65,7 +65,16 @@ class PeerTimeoutError(ScatterbrainedError, TimeoutError):
 
 
 class ModelSyncError(ScatterbrainedError):
-    """No peer could provide a usable model, or the model received failed verification."""
+    """``sync_model`` could not get a usable model from a peer.
+
+    Attributes:
+        final: True when asking the same peer again cannot help (it said so, or what it
+            sent can never fit); False for a passing failure (timeout, a peer that left).
+    """
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 class DatasetNotFoundError(ScatterbrainedError, FileNotFoundError):

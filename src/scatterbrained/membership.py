@@ -9,32 +9,87 @@ discovered nodes, heartbeats, the Hello handshake, Bye, expiry, and the sender-i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from .discovery.base import Beacon, NamespaceAd
+from .discovery.base import Beacon, Discovery, NamespaceAd
 from .errors import ConfigurationError
-from .peers import split_address
+from .peers import PeerRecord, PeerTable, split_address
 from .transport.base import Envelope
-from .types import OperatingMode
 from .wire.messages import Hello, Message, NamespaceInfo
 
-if TYPE_CHECKING:
-    from .node import Node
-
-__all__ = ["Membership", "parse_bootstrap"]
+__all__ = ["Membership", "MembershipHost", "parse_bootstrap"]
 
 logger = logging.getLogger(__name__)
 
-_WILDCARD_HOSTS = ("", "0.0.0.0", "*", "::")
+
+class MembershipHost(Protocol):
+    """What the peer protocol needs from its node (:class:`~scatterbrained.node.Node`).
+
+    Attributes:
+        id: this node's id.
+        session: this node's session (its start time in nanoseconds).
+        heartbeat_interval: seconds between Hellos to peers discovery does not refresh.
+    """
+
+    id: str
+    session: int
+    heartbeat_interval: float
+
+    @property
+    def public_key(self) -> str | None:
+        """This node's public key (Z85), or ``None`` without keys."""
+        ...
+
+    @property
+    def peer_timeout(self) -> float:
+        """Seconds of silence after which a peer is gone."""
+        ...
+
+    @property
+    def discovery(self) -> Discovery | None:
+        """The running discovery."""
+        ...
+
+    def advertised_address(self) -> tuple[str, int]:
+        """(host or ``""`` for "where my packets come from", port) peers should use."""
+        ...
+
+    def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
+        """The namespaces shown to others (name, advertised mode, version)."""
+        ...
+
+    def member_changed(self, record: PeerRecord, namespaces: set[str] | None) -> None:
+        """Re-evaluate ``record`` in the given namespaces (``None``: all of them)."""
+        ...
+
+    def peer_restarted(self, peer_id: str) -> None:
+        """A peer came back with a new session."""
+        ...
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        """Count a refused message."""
+        ...
+
+    def post(
+        self, address: str, namespace: str, body: Any, *, server_key: str | None
+    ) -> asyncio.Future[int]:
+        """Queue a body for an address now (in order); the future gives the bytes sent."""
+        ...
+
+    def forget_address(self, address: str) -> None:
+        """Close the outgoing connection to ``address``."""
+        ...
 
 
 class Membership:
     """Peer bookkeeping of a node (its ``peers`` table is kept here up to date).
 
     Args:
-        node: the node whose peers these are.
+        host: the node, through the few operations the peer protocol needs.
+        peers: the node's peer table.
         bootstrap: ``(address, public key or None)`` pairs contacted directly.
         allowed_keys: public keys allowed to connect, or ``None`` without keys.
         authenticated: the transport authenticates senders (keys are configured): a
@@ -43,12 +98,14 @@ class Membership:
 
     def __init__(
         self,
-        node: Node,
+        host: MembershipHost,
+        peers: PeerTable,
         bootstrap: list[tuple[str, str | None]],
         allowed_keys: list[str] | None,
         authenticated: bool,
     ) -> None:
-        self.node = node
+        self.node = host
+        self.peers = peers
         self.bootstrap = bootstrap
         self.allowed_keys = allowed_keys
         self.authenticated = authenticated
@@ -56,30 +113,12 @@ class Membership:
 
     # ------------------------------------------------------------------ what we announce
 
-    def advertised_host(self) -> str:
-        """The host peers should use, or ``""`` for "the address my packets come from"."""
-        node = self.node
-        if node._advertise_host:
-            return node._advertise_host
-        if node._transport_arg is None and node._host in _WILDCARD_HOSTS:
-            return ""
-        host, _ = split_address(node.transport.address)
-        return host
-
-    def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
-        """The namespaces this node shows to others (OFFLINE ones are silent)."""
-        return tuple(
-            NamespaceInfo(ns.name, ns.mode.value, ns.version)
-            for ns in self.node._namespaces.values()
-            if ns.mode is not OperatingMode.OFFLINE
-        )
-
     def hello(self, want_reply: bool) -> Hello:
         """This node's Hello (address, namespaces and modes, public key)."""
-        _, port = split_address(self.node.transport.address)
+        host, port = self.node.advertised_address()
         return Hello(
-            address=f"tcp://{self.advertised_host()}:{port}",
-            namespaces=self.namespace_infos(),
+            address=f"tcp://{host}:{port}",
+            namespaces=self.node.namespace_infos(),
             public_key=self.node.public_key,
             want_reply=want_reply,
         )
@@ -88,15 +127,15 @@ class Membership:
         """Update the discovery beacon (none while no namespace is visible)."""
         node = self.node
         assert node.discovery is not None
-        infos = self.namespace_infos()
+        infos = node.namespace_infos()
         if not infos:
             node.discovery.announce(None)
             return
-        _, port = split_address(node.transport.address)
+        host, port = node.advertised_address()
         node.discovery.announce(
             Beacon(
                 node_id=node.id,
-                host=self.advertised_host(),
+                host=host,
                 port=port,
                 namespaces=tuple(NamespaceAd(i.name, i.mode, i.version) for i in infos),
                 public_key=node.public_key,
@@ -108,9 +147,12 @@ class Membership:
         """Announce, and send a Hello to every greeted peer (namespaces or modes changed)."""
         self.announce()
         hello = self.hello(want_reply=False)
-        for record in self.node.peers.records():
+        for record in self.peers.records():
             if record.greeted:
-                self.node._tasks.spawn(self.node._send_record(record, "", hello), "hello")
+                self._send(record, hello)
+
+    def _send(self, record: PeerRecord, body: Any) -> None:
+        self.node.post(record.address, "", body, server_key=record.public_key)
 
     # ------------------------------------------------------------------ time-driven
 
@@ -123,7 +165,7 @@ class Membership:
         probe it meanwhile, and a peer that answers stays.
         """
         node = self.node
-        record = node.peers.get(peer_id)
+        record = self.peers.get(peer_id)
         if record is None or node.discovery is None:
             return
         left = max(2 * node.heartbeat_interval, node.peer_timeout - node.discovery.peer_timeout)
@@ -135,13 +177,13 @@ class Membership:
         node = self.node
         assert node.discovery is not None
         for beacon in node.discovery.candidates():
-            record = node.peers.get(beacon.node_id)
+            record = self.peers.get(beacon.node_id)
             if record is not None and record.greeted:
                 record.last_seen = now
             else:
                 self.greet(beacon, now)
         self._heartbeat(now)
-        for record in node.peers.expired(now, node.peer_timeout):
+        for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
 
     def greet(self, beacon: Beacon, now: float) -> None:
@@ -153,18 +195,17 @@ class Membership:
         node = self.node
         if beacon.node_id == node.id:
             return
-        active = {info.name for info in self.namespace_infos()}
+        active = {info.name for info in node.namespace_infos()}
         if not {ad.name for ad in beacon.namespaces} & active:
             return
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
-            node.stats.dropped["beacon_key"] += 1
+            node.drop("beacon_key", beacon.node_id)
             return
         if not self._hello_due(beacon.node_id, now):
             return
         address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
         hello = self.hello(want_reply=True)
-        greeting = node._send_to_address(address, "", hello, server_key=beacon.public_key)
-        node._tasks.spawn(greeting, "greet")
+        node.post(address, "", hello, server_key=beacon.public_key)
 
     def _heartbeat(self, now: float) -> None:
         """Hello to peers discovery does not refresh, and to bootstrap addresses."""
@@ -172,16 +213,15 @@ class Membership:
         hello = self.hello(want_reply=True)
         if not hello.namespaces:
             return
-        for record in node.peers.records():
+        for record in self.peers.records():
             if now - record.last_seen > node.heartbeat_interval and self._hello_due(record.id, now):
-                node._tasks.spawn(node._send_record(record, "", hello), "heartbeat")
+                self._send(record, hello)
         if not self.bootstrap:  # the address set costs O(peers) per tick: skip it if unused
             return
-        known = {r.address for r in node.peers.records()}
+        known = {r.address for r in self.peers.records()}
         for address, key in self.bootstrap:
             if address not in known:
-                contact = node._send_to_address(address, "", hello, server_key=key)
-                node._tasks.spawn(contact, "bootstrap")
+                node.post(address, "", hello, server_key=key)
 
     def _hello_due(self, peer_id: str, now: float) -> bool:
         """True (and noted) when ``peer_id`` got no Hello from us for a heartbeat interval.
@@ -192,22 +232,20 @@ class Membership:
         if now - self._hello_sent.get(peer_id, -1e9) < self.node.heartbeat_interval:
             return False
         self._hello_sent[peer_id] = now
-        if len(self._hello_sent) > 4 * len(self.node.peers) + 1024:
+        if len(self._hello_sent) > 4 * len(self.peers) + 1024:
             self._hello_sent.clear()
         return True
 
     def drop_peer(self, peer_id: str, reason: str) -> None:
         """Forget a peer: it leaves every namespace, its connection is closed."""
         node = self.node
-        record = node.peers.remove(peer_id)
+        record = self.peers.remove(peer_id)
         if record is None:
             return
         logger.info("node %s: peer %s gone (%s)", node.id, peer_id, reason)
         record.namespaces = {}
-        for ns in node._namespaces.values():
-            ns._update_member(record)
-        if node._transport is not None:
-            node._transport.forget(record.address)
+        node.member_changed(record, None)
+        node.forget_address(record.address)
 
     # ------------------------------------------------------------------ inbound
 
@@ -219,11 +257,11 @@ class Membership:
         """
         if not self.authenticated:
             return True
-        drop = self.node._drop
+        drop = self.node.drop
         if peer_key is None:
             drop("unauthenticated")
             return False
-        peers = self.node.peers
+        peers = self.peers
         if isinstance(message.body, Hello):
             if message.body.public_key != peer_key:
                 drop("key_mismatch", message.sender)
@@ -255,7 +293,7 @@ class Membership:
                 if beacon.node_id == peer_id and beacon.host:
                     return beacon.host, port
         if not host:
-            record = node.peers.get(peer_id)
+            record = self.peers.get(peer_id)
             known = record.host if record is not None else ""
             host = source or known or "127.0.0.1"
         return host, port
@@ -266,38 +304,31 @@ class Membership:
         now = time.monotonic()
         resolved = self.resolve_host(message.sender, hello.address, envelope.peer_host)
         if resolved is None:
-            node._drop("address", hello.address)
+            node.drop("address", hello.address)
             return
-        record = node.peers.get(message.sender)
+        record = self.peers.get(message.sender)
         if record is not None and message.session > record.session and record.greeted:
             logger.info("node %s: peer %s restarted", node.id, message.sender)
-            for ns in node._namespaces.values():
-                ns.learner.peer_restarted(message.sender)
-        record = node.peers.upsert(message.sender, resolved[0], resolved[1], now)
+            node.peer_restarted(message.sender)
+        record = self.peers.upsert(message.sender, resolved[0], resolved[1], now)
         if record is None:
-            node._drop("peer_table_full", message.sender)
+            node.drop("peer_table_full", message.sender)
             return
         if self.authenticated:
             record.public_key = envelope.peer_key
-        changed = node.peers.apply_hello(record, hello, message.session)
-        for ns in node._namespaces.values():
-            if ns.name in changed or ns.name in record.namespaces:
-                ns._update_member(record)
-        if hello.want_reply and self.namespace_infos():
-            reply = node._send_record(record, "", self.hello(False))
-            node._tasks.spawn(reply, "hello-reply")
+        changed = self.peers.apply_hello(record, hello, message.session)
+        node.member_changed(record, changed | set(record.namespaces))
+        if hello.want_reply and node.namespace_infos():
+            self._send(record, self.hello(False))
 
     def on_bye(self, message: Message) -> None:
         """The sender left one namespace (``message.namespace``) or the whole network."""
-        node = self.node
-        record = node.peers.get(message.sender)
+        record = self.peers.get(message.sender)
         if record is None:
             return
         if message.namespace:
             record.namespaces.pop(message.namespace, None)
-            ns = node._namespaces.get(message.namespace)
-            if ns is not None:
-                ns._update_member(record)
+            self.node.member_changed(record, {message.namespace})
         else:
             self.drop_peer(message.sender, "bye")
 

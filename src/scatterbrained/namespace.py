@@ -2,9 +2,10 @@
 
 The namespace holds the membership (who else is in the namespace), enforces the node's
 operating mode on everything it sends and accepts, and exposes the raw community
-(``peers``, ``wait_for_peers``, ``send_to``, ``recv``, peer events). Learning
-(``train``/``serve``/``sync_model``) lives in :mod:`scatterbrained.learning` and is reached
-through the same object.
+(``peers``, ``wait_for_peers``, ``send_to``, ``recv``, events). Learning
+(``train``/``serve``/``sync_model``) lives in :mod:`scatterbrained.learning`, which reaches
+the namespace only through the :class:`~scatterbrained.learning.port.FederationPort` it
+implements here. The namespace reaches its node only through :class:`NamespaceHost`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._tasks import Pulse
 from .errors import ConfigurationError, ModeError, PeerTimeoutError
-from .federation.modes import ModeController
+from .events import EpochDone, Event, EventBus, ModelChanged, ModeSwitched, PeerJoined, PeerLeft
+from .federation.modes import ModeController, ModeSwitch
 from .federation.policies import Policy, PolicyState, as_policy
+from .history import History
+from .inbox import RawInbox
 from .learning import Learner, LearningOptions
-from .node import GOODBYE_TIMEOUT
 from .peers import PeerRecord
 from .types import Identity, OperatingMode
 from .wire.messages import (
@@ -36,14 +39,56 @@ from .wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from .history import History
-    from .node import Node
+    from .adapters.architecture import FactoryRegistry
 
-__all__ = ["Namespace", "PeerEvent"]
+__all__ = ["Namespace", "NamespaceHost", "PeerEvent"]
 
 logger = logging.getLogger(__name__)
 
 PeerFilter = Callable[[Identity], bool]
+
+
+class NamespaceHost(Protocol):
+    """What a namespace needs from its node (:class:`~scatterbrained.node.Node` implements it)."""
+
+    id: str
+    factories: FactoryRegistry | None
+    bus: EventBus
+
+    @property
+    def default_mode(self) -> OperatingMode:
+        """The starting mode of namespaces that do not choose one."""
+        ...
+
+    def peer(self, peer_id: str) -> PeerRecord | None:
+        """The record of a known peer."""
+        ...
+
+    def known_peers(self) -> list[PeerRecord]:
+        """Every known peer record."""
+        ...
+
+    async def send_to_peer(
+        self, record: PeerRecord, namespace: str, body: Any, timeout: float | None = None
+    ) -> int:
+        """Send a body to a peer; bytes sent, 0 when not delivered (never raises)."""
+        ...
+
+    def register_namespace(self, ns: Namespace) -> None:
+        """Route this namespace's messages to it and announce it."""
+        ...
+
+    def unregister_namespace(self, ns: Namespace) -> None:
+        """Stop routing to it and announce that it left."""
+        ...
+
+    def announce_now(self) -> None:
+        """Tell discovery and the peers this node's namespaces, modes and versions now."""
+        ...
+
+    def announce_soon(self) -> None:
+        """The same, rate-limited (for version changes)."""
+        ...
 
 
 class PeerEvent:
@@ -64,6 +109,18 @@ class PeerEvent:
         return f"PeerEvent({self.kind!r}, {self.peer})"
 
 
+def _peer_event(event: Event) -> PeerEvent | None:
+    if isinstance(event, PeerJoined):
+        return PeerEvent("joined", event.peer)
+    if isinstance(event, PeerLeft):
+        return PeerEvent("left", event.peer)
+    return None
+
+
+#: Seconds a goodbye may wait for a peer's queue: a gone peer must not delay shutdown.
+GOODBYE_TIMEOUT = 0.5
+
+
 class Namespace:
     """One node's membership in one federation (create with ``node.namespace(...)``).
 
@@ -74,13 +131,17 @@ class Namespace:
         name: the namespace name.
         model: the model (PyTorch ``nn.Module``, scikit-learn linear model, or a
             ``ModelAdapter``); ``None`` for a node that will ``sync_model()``.
-        create_optimizer: ``params -> torch optimizer`` (default Adam, lr 1e-3).
+        create_optimizer: ``model -> optimizer`` (PyTorch; default Adam, lr 1e-3), e.g.
+            ``lambda model: torch.optim.AdamW(model.parameters())``.
         topology: who sends to whom (default ``FullyConnected()``).
-        mode: initial ``OperatingMode`` (default ``PEER``).
+        mode: initial ``OperatingMode`` (default: the node's ``mode``, itself ``PEER`` by
+            default).
         policy: a policy (or ``(PolicyState) -> mode`` callable) that switches the mode.
         aggregator: how received weights are merged (default sample-weighted ``FedAvg()``).
         loss: the loss function (inferred from the targets when ``None``).
         peer_filter: ``Identity -> bool``; peers for which it is False are ignored.
+        recv_queue_size: raw payloads kept for ``recv`` (more are dropped and counted).
+        recv_queue_bytes: bytes of raw payloads kept for ``recv`` (default 64 MiB).
         **learning: see :class:`~scatterbrained.learning.LearningOptions` (``sync``,
             ``round_timeout``, ``min_peers``, ``share_every``, ``privacy``, ``pairing``,
             ``checkpoint_dir``, ``example_input``, ``factory``, ...).
@@ -91,46 +152,45 @@ class Namespace:
 
     def __init__(
         self,
-        node: Node,
+        node: NamespaceHost,
         name: str,
         model: Any = None,
         create_optimizer: Any = None,
         *,
         topology: Any = None,
-        mode: OperatingMode | str = OperatingMode.PEER,
+        mode: OperatingMode | str | None = None,
         policy: Policy | Callable[[PolicyState], Any] | None = None,
         aggregator: Any = None,
         loss: Any = None,
         peer_filter: PeerFilter | None = None,
         recv_queue_size: int = 1024,
+        recv_queue_bytes: int = 64 * 2**20,
         **learning: Any,
     ) -> None:
         from .federation.aggregation import FedAvg
         from .federation.topology import FullyConnected
 
         self.node = node
+        self.node_id = node.id
         self.name = name
         try:
-            initial = OperatingMode.parse(mode)
+            initial = OperatingMode.parse(mode if mode is not None else node.default_mode)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         self._modes = ModeController(initial, as_policy(policy) if policy is not None else None)
         self.topology = topology if topology is not None else FullyConnected()
         self.aggregator = aggregator if aggregator is not None else FedAvg()
         self.peer_filter = peer_filter
+        self.history = History()
         self._members: dict[str, Identity] = {}
         self._membership = Pulse()  # fired on every change
-        self._raw: asyncio.Queue[tuple[Identity, list[bytes]]] = asyncio.Queue(recv_queue_size)
-        self._event_queues: list[asyncio.Queue[PeerEvent]] = []
-        self._callbacks: list[Callable[[PeerEvent], Any]] = []
+        self._raw = RawInbox(recv_queue_size, recv_queue_bytes)
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.dropped_raw = 0
         self._open = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.learner = Learner(
-            self, model, create_optimizer, loss, LearningOptions.from_kwargs(learning)
-        )
+        options = LearningOptions.from_kwargs(learning)
+        self.learner = Learner(self, model, create_optimizer, loss, options)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,10 +212,10 @@ class Namespace:
             return
         await self.learner.open()
         self._loop = asyncio.get_running_loop()
-        self._modes.evaluate(self.learner.policy_state())  # e.g. LeechUntil starts LEECHING
-        self.node._register(self)
+        self.apply_policy(self.learner.policy_state())  # e.g. LeechUntil starts LEECHING
+        self.node.register_namespace(self)
         self._open = True
-        logger.info("node %s joined namespace %s as %s", self.node.id, self.name, self.mode.value)
+        logger.info("node %s joined namespace %s as %s", self.node_id, self.name, self.mode.value)
 
     async def close(self) -> None:
         """Leave the namespace: say Bye to the members and stop background work. Idempotent."""
@@ -163,19 +223,76 @@ class Namespace:
             return
         self._open = False
         await self.learner.close()
-        members = [self.node.peers.get(i) for i in list(self._members)]
+        records = [r for i in list(self._members) if (r := self.node.peer(i)) is not None]
         await asyncio.gather(
             *(
-                self.node._send_record(r, self.name, Bye("leaving"), GOODBYE_TIMEOUT)
-                for r in members
-                if r is not None
+                self.node.send_to_peer(r, self.name, Bye("leaving"), GOODBYE_TIMEOUT)
+                for r in records
             ),
             return_exceptions=True,
         )
-        self.node._unregister(self)
+        self.node.unregister_namespace(self)
         for peer in list(self._members.values()):
-            self._emit(PeerEvent("left", peer))
+            self.emit(PeerLeft(self.node_id, self.name, peer))
         self._members.clear()
+
+    async def abort(self) -> None:
+        """Stop at once without goodbyes (a crash, for simulations). Idempotent."""
+        self._open = False
+        await self.learner.close()
+
+    @property
+    def is_open(self) -> bool:
+        """True between ``open`` and ``close``."""
+        return self._open
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: Event) -> None:
+        """Put ``event`` on the node's stream and keep this namespace's views up to date."""
+        if isinstance(event, EpochDone):
+            self.history.append(event.record)
+        elif isinstance(event, ModelChanged) and self._open:
+            self.node.announce_soon()
+        self.node.bus.emit(event)
+
+    def events(self, maxsize: int = 4096) -> AsyncIterator[Event]:
+        """Iterate over this namespace's events from now on (see :mod:`scatterbrained.events`)."""
+        return self.node.bus.stream(lambda e: e.namespace == self.name, maxsize)
+
+    def subscribe(self, callback: Callable[[Event], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each of this namespace's events; returns an unsubscriber."""
+
+        def filtered(event: Event) -> None:
+            if event.namespace == self.name:
+                callback(event)
+
+        return self.node.bus.subscribe(filtered)
+
+    def on_peer_change(self, callback: Callable[[PeerEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(PeerEvent)`` whenever a peer joins or leaves; returns an unsubscriber."""
+
+        def on_event(event: Event) -> None:
+            peer_event = _peer_event(event)
+            if peer_event is not None:
+                callback(peer_event)
+
+        return self.subscribe(on_event)
+
+    async def peer_events(self, maxsize: int = 256) -> AsyncIterator[PeerEvent]:
+        """Iterate over peer join/leave events from now on (oldest dropped past ``maxsize``)."""
+
+        def accept(event: Event) -> bool:
+            return event.namespace == self.name and isinstance(event, (PeerJoined, PeerLeft))
+
+        stream = self.node.bus.stream(accept, maxsize)
+        try:
+            async for event in stream:
+                peer_event = _peer_event(event)
+                if peer_event is not None:
+                    yield peer_event
+        finally:
+            await stream.aclose()
 
     # ------------------------------------------------------------------ mode
 
@@ -199,13 +316,31 @@ class Namespace:
         except RuntimeError:
             in_loop = False
         if in_loop or self._loop is None:
-            self._set_mode(new)
+            self.set_mode(new, "set by hand")
         else:  # from the training thread (a step hook, a loader): apply on the event loop
-            self._loop.call_soon_threadsafe(self._set_mode, new)
+            self._loop.call_soon_threadsafe(self.set_mode, new, "set by hand")
 
-    def _set_mode(self, new: OperatingMode) -> None:
-        if self._modes.set_manual(new, "set by hand") and self._open:
-            self.node._mode_changed()
+    def set_mode(self, mode: OperatingMode, reason: str) -> None:
+        """Switch the mode by hand (``reason`` is recorded); announced at once."""
+        self._switched(self._modes.set_manual(mode, reason))
+
+    def apply_policy(self, state: PolicyState) -> str | None:
+        """Let the policy decide; return ``"old->new (reason)"`` when it switched."""
+        switch = self._modes.evaluate(state)
+        self._switched(switch)
+        if switch is None:
+            return None
+        return f"{switch.old.value}->{switch.new.value} ({switch.reason})"
+
+    def _switched(self, switch: ModeSwitch | None) -> None:
+        if switch is None:
+            return
+        self.emit(
+            ModeSwitched(self.node_id, self.name, switch.old.value, switch.new.value, switch.reason)
+        )
+        if self._open:
+            self.node.announce_now()
+        self.learner.wake()
 
     @property
     def mode_history(self) -> list[Any]:
@@ -221,14 +356,12 @@ class Namespace:
     def policy(self, value: Policy | Callable[[PolicyState], Any] | None) -> None:
         self._modes.policy = as_policy(value) if value is not None else None
 
-    def _apply_policy(self, state: PolicyState) -> str | None:
-        switch = self._modes.evaluate(state)
-        if switch is None:
-            return None
-        self.node._mode_changed()
-        return f"{switch.old.value}->{switch.new.value} ({switch.reason})"
-
     # ------------------------------------------------------------------ model access
+
+    @property
+    def factories(self) -> FactoryRegistry | None:
+        """The node's model factories (for ``factory`` architectures)."""
+        return self.node.factories
 
     @property
     def model(self) -> Any:
@@ -237,7 +370,7 @@ class Namespace:
 
     @property
     def version(self) -> int:
-        """The model version: rounds of training/merging done."""
+        """The model version: it moves with every change of the weights."""
         return self.learner.version
 
     @property
@@ -245,23 +378,23 @@ class Namespace:
         """Local epochs trained so far (restored from a checkpoint after a restart)."""
         return self.learner.epochs_done
 
-    @property
-    def history(self) -> History:
-        """Per-epoch records of every ``train`` call so far."""
-        return self.learner.history
-
     async def train(
         self, epochs: int, trainloader: Any, validloader: Any = None, **kw: Any
     ) -> History:
-        """Train locally for ``epochs`` epochs while federating; see ``Learner.train``."""
-        return await self.learner.train(epochs, trainloader, validloader, **kw)
+        """Train locally for ``epochs`` epochs while federating; see ``Learner.train``.
+
+        Returns:
+            The history of every epoch trained in this namespace so far.
+        """
+        await self.learner.train(epochs, trainloader, validloader, **kw)
+        return self.history
 
     async def serve(self, duration: float | None = None) -> None:
         """Keep sharing, merging and serving the model; see ``Learner.serve``."""
         await self.learner.serve(duration)
 
     async def sync_model(self, timeout: float | None = None) -> Any:
-        """Download the model from a peer; see ``Learner.sync_model``."""
+        """Download the model from a peer; see ``ModelSharing.sync_model``."""
         return await self.learner.sync_model(timeout)
 
     async def checkpoint(self, path: str | Path) -> Path:
@@ -269,8 +402,12 @@ class Namespace:
         return await self.learner.checkpoint(path)
 
     async def restore(self, path: str | Path) -> None:
-        """Load what :meth:`checkpoint` saved."""
+        """Load what :meth:`checkpoint` saved (all or nothing; the mode is announced)."""
         await self.learner.restore(path)
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (sent, received) in this namespace so far."""
+        return self.bytes_sent, self.bytes_received
 
     # ------------------------------------------------------------------ membership
 
@@ -279,10 +416,30 @@ class Namespace:
         """The peers currently in this namespace (not including this node)."""
         return set(self._members.values())
 
+    def peer_count(self) -> int:
+        """How many peers are in the namespace now."""
+        return len(self._members)
+
     def peer_mode(self, peer_id: str) -> OperatingMode | None:
         """The mode ``peer_id`` last announced here, or ``None`` if it is not a member."""
-        record = self.node.peers.get(peer_id)
+        record = self.node.peer(peer_id) if peer_id in self._members else None
         return record.mode_in(self.name) if record is not None else None
+
+    def peer_modes(self) -> Mapping[str, OperatingMode]:
+        """Each member's mode as far as weights go (a member without a model sends none)."""
+        modes = {}
+        for peer in self._members:
+            record = self.node.peer(peer)
+            mode = record.weights_mode_in(self.name) if record is not None else None
+            if mode is not None:
+                modes[peer] = mode
+        return modes
+
+    def peer_version(self, peer_id: str) -> int | None:
+        """The model version ``peer_id`` last announced here, or ``None``."""
+        record = self.node.peer(peer_id) if peer_id in self._members else None
+        info = record.namespaces.get(self.name) if record is not None else None
+        return info.version if info is not None else None
 
     def _is_member(self, record: PeerRecord) -> bool:
         mode = record.mode_in(self.name)
@@ -296,56 +453,25 @@ class Namespace:
             logger.exception("peer_filter raised for %s; treating it as excluded", record.id)
             return False
 
-    def _update_member(self, record: PeerRecord) -> None:
+    def update_member(self, record: PeerRecord) -> None:
         """Re-evaluate whether ``record`` is a member (called by the node)."""
         before = self._members.get(record.id)
         now = record.identity(self.name) if self._is_member(record) else None
-        if before == now:
+        if before != now:
+            if before is not None:
+                del self._members[record.id]
+                self.learner.peer_left(record.id)
+                self.emit(PeerLeft(self.node_id, self.name, before))
             if now is not None:
-                self.learner.wake()  # its mode may have changed: waits re-check senders
-            return
-        if before is not None:
-            del self._members[record.id]
-            self.learner.peer_left(record.id)
-            self._emit(PeerEvent("left", before))
-        if now is not None:
-            self._members[record.id] = now
-            self._emit(PeerEvent("joined", now))
-        self.learner.wake()
-        self._notify_membership()
+                self._members[record.id] = now
+                self.emit(PeerJoined(self.node_id, self.name, now))
+            self._membership.fire()
+        self.learner.wake()  # a mode may have changed: waits re-check their senders
+        self.learner.sharing.peers_changed()
 
-    def _notify_membership(self) -> None:
-        """Wake every ``wait_for_peers`` call (they re-check their condition)."""
-        self._membership.fire()
-
-    def _emit(self, event: PeerEvent) -> None:
-        logger.info(
-            "node %s, namespace %s: peer %s %s", self.node.id, self.name, event.peer.id, event.kind
-        )
-        for queue in self._event_queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
-        for callback in list(self._callbacks):
-            try:
-                callback(event)
-            except Exception:
-                logger.exception("peer event callback failed")
-
-    def on_peer_change(self, callback: Callable[[PeerEvent], Any]) -> Callable[[], None]:
-        """Call ``callback(PeerEvent)`` whenever a peer joins or leaves; returns an unsubscriber."""
-        self._callbacks.append(callback)
-        return lambda: self._callbacks.remove(callback)
-
-    async def peer_events(self, maxsize: int = 256) -> AsyncIterator[PeerEvent]:
-        """Iterate over peer join/leave events from now on (oldest dropped past ``maxsize``)."""
-        queue: asyncio.Queue[PeerEvent] = asyncio.Queue(maxsize)
-        self._event_queues.append(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._event_queues.remove(queue)
+    def peer_restarted(self, peer_id: str) -> None:
+        """A member came back with a new session (called by the node)."""
+        self.learner.peer_restarted(peer_id)
 
     async def wait_for_peers(
         self,
@@ -368,38 +494,33 @@ class Namespace:
         """
         wanted_ids = None if n is None or isinstance(n, int) else set(n)
         count = 1 if n is None else n if isinstance(n, int) else 0
+        deadline = None if timeout is None else time.monotonic() + timeout
 
         def satisfied() -> bool:
             if wanted_ids is not None:
                 return wanted_ids <= set(self._members)
             return len(self._members) >= count
 
-        async def wait() -> None:
-            while not satisfied():
-                await self._membership.wait()
-
-        try:
-            await asyncio.wait_for(wait(), timeout)
-        except asyncio.TimeoutError:
-            want = sorted(wanted_ids) if wanted_ids is not None else f"{count} peer(s)"
-            raise PeerTimeoutError(
-                f"namespace {self.name!r}: waited {timeout} s for {want}, "
-                f"present: {sorted(self._members) or 'nobody'}; check that the peers run, "
-                "share this namespace name and the discovery scope"
-            ) from None
+        while not satisfied():
+            if not await self._membership.wait_until(deadline):
+                want = sorted(wanted_ids) if wanted_ids is not None else f"{count} peer(s)"
+                raise PeerTimeoutError(
+                    f"namespace {self.name!r}: waited {timeout} s for {want}, "
+                    f"present: {sorted(self._members) or 'nobody'}; check that the peers run, "
+                    "share this namespace name and the discovery scope"
+                )
         return self.peers
 
     # ------------------------------------------------------------------ raw payloads
 
-    def _record_for(self, peer: Identity | str) -> PeerRecord:
-        peer_id = peer.id if isinstance(peer, Identity) else peer
-        record = self.node.peers.get(peer_id)
-        if record is None or peer_id not in self._members:
-            raise ConfigurationError(
-                f"{peer_id!r} is not a peer in namespace {self.name!r} "
-                f"(present: {sorted(self._members) or 'nobody'}); use ns.wait_for_peers() first"
-            )
-        return record
+    async def send(self, peer: str, body: Any) -> bool:
+        """Send a message body to member ``peer`` (the learning code's way out; never raises)."""
+        record = self.node.peer(peer) if peer in self._members else None
+        if record is None:
+            return False
+        sent = await self.node.send_to_peer(record, self.name, body)
+        self.bytes_sent += sent
+        return sent > 0
 
     async def send_to(self, peer: Identity | str, *payload: bytes) -> bool:
         """Send raw frames to one peer of this namespace.
@@ -416,8 +537,13 @@ class Namespace:
                 f"namespace {self.name!r} is {self.mode.value}: it does not send payloads; "
                 "set ns.mode to PEER or SEEDING to send"
             )
-        record = self._record_for(peer)
-        return await self._send(record, Raw(tuple(payload)))
+        peer_id = peer.id if isinstance(peer, Identity) else peer
+        if peer_id not in self._members:
+            raise ConfigurationError(
+                f"{peer_id!r} is not a peer in namespace {self.name!r} "
+                f"(present: {sorted(self._members) or 'nobody'}); use ns.wait_for_peers() first"
+            )
+        return await self.send(peer_id, Raw(tuple(payload)))
 
     async def recv(self, timeout: float | None = None) -> tuple[Identity, list[bytes]]:
         """Wait for the next raw payload sent to this node in this namespace.
@@ -425,22 +551,17 @@ class Namespace:
         Raises:
             PeerTimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        try:
-            return await asyncio.wait_for(self._raw.get(), timeout)
-        except asyncio.TimeoutError:
-            raise PeerTimeoutError(
-                f"namespace {self.name!r}: no payload within {timeout} s"
-            ) from None
+        return await self._raw.get(timeout, self.name)
 
-    async def _send(self, record: PeerRecord, body: Any) -> bool:
-        sent = await self.node._send_record(record, self.name, body)
-        self.bytes_sent += sent
-        return sent > 0
+    @property
+    def dropped_raw(self) -> int:
+        """Raw payloads dropped because the ``recv`` queue was full (count or bytes)."""
+        return self._raw.dropped
 
     # ------------------------------------------------------------------ inbound
 
-    def _deliver(self, record: PeerRecord, message: Message, nbytes: int) -> str | None:
-        """Handle a message for this namespace; return a drop reason or ``None``."""
+    def deliver(self, record: PeerRecord, message: Message, nbytes: int) -> str | None:
+        """Handle a message for this namespace (called by the node); a drop reason or ``None``."""
         if record.id not in self._members:
             return "not_member"
         if self.mode is OperatingMode.OFFLINE:
@@ -450,15 +571,13 @@ class Namespace:
         if isinstance(body, Raw):
             if not self.mode.receives:
                 return "mode"
-            if self._raw.full():
-                self.dropped_raw += 1
-                return "queue_full"
-            self._raw.put_nowait((self._members[record.id], [bytes(p) for p in body.payload]))
-            return None
+            payload = [bytes(p) for p in body.payload]
+            return None if self._raw.put(self._members[record.id], payload) else "queue_full"
         if isinstance(body, ModelUpdate):
-            return self.learner.on_update(record, body, time.monotonic())
+            self.learner.on_update(record.id, record.weights_mode_in(self.name), body)
+            return None  # counted by the learner (UpdateReceived / UpdateDropped)
         if isinstance(body, ModelRequest):
-            return self.learner.on_request(record, body)
+            return self.learner.on_request(record.id, body)
         if isinstance(body, (ModelOffer, ModelUnavailable)):
-            return self.learner.on_offer(record, body)
+            return self.learner.on_offer(record.id, body)
         return "kind"

@@ -10,31 +10,38 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._tasks import TaskSet
 from .discovery.base import Discovery, DiscoveryScope, scope_from_env
 from .errors import ConfigurationError, SecurityError, WireError
+from .events import Event, EventBus, MessageDropped, MessageReceived, MessageSent
 from .membership import Membership, parse_bootstrap
-from .peers import PeerRecord, PeerTable, ReplayGuard
+from .namespace import GOODBYE_TIMEOUT, Namespace
+from .outbox import Outbox
+from .peers import PeerRecord, PeerTable, ReplayGuard, split_address
 from .stats import NodeStats
 from .transport.base import Envelope, Transport
+from .types import OperatingMode
 from .wire.codec import Limits, decode, encode
-from .wire.messages import Bye, Hello, Message
+from .wire.messages import Bye, Hello, Message, NamespaceInfo
 
 if TYPE_CHECKING:
     from .adapters.architecture import FactoryRegistry
-    from .namespace import Namespace
     from .transport.security import KeyPair
 
 __all__ = ["Node"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a goodbye may wait for a peer's queue: a gone peer must not delay shutdown.
-GOODBYE_TIMEOUT = 0.5
+#: Hosts that mean "every interface": such a node advertises no host (peers use the address
+#: its packets come from).
+_WILDCARD_HOSTS = ("", "0.0.0.0", "*", "::")
+#: Seconds between two re-advertisements caused by model version changes (mode and
+#: namespace changes are announced at once).
+ANNOUNCE_INTERVAL_S = 0.5
 
 
 class Node:
@@ -65,9 +72,12 @@ class Node:
         heartbeat_interval: seconds between Hellos to peers that discovery does not refresh.
         factories: model factories used to rebuild ``"factory"`` architectures in
             ``sync_model``.
+        mode: the starting behaviour of this node's namespaces (``OperatingMode`` or its
+            name; default ``PEER``); a namespace's own ``mode=`` wins.
 
     Raises:
-        ConfigurationError: inconsistent arguments (e.g. keys without allowed_keys).
+        ConfigurationError: inconsistent arguments (e.g. keys without allowed_keys), or
+            ``mode`` names no mode.
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class Node:
         peer_timeout: float | None = None,
         heartbeat_interval: float = 1.0,
         factories: FactoryRegistry | None = None,
+        mode: OperatingMode | str = OperatingMode.PEER,
     ) -> None:
         if keys is None and allowed_keys is not None:
             raise ConfigurationError("allowed_keys needs keys=KeyPair(...) for this node too")
@@ -97,6 +108,10 @@ class Node:
             )
         if heartbeat_interval <= 0:
             raise ConfigurationError(f"heartbeat_interval must be > 0 s, got {heartbeat_interval}")
+        try:
+            self._default_mode = OperatingMode.parse(mode)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.id = id or f"node-{uuid.uuid4().hex[:12]}"
         self._host = host
         self._port = port
@@ -115,14 +130,20 @@ class Node:
         self.heartbeat_interval = heartbeat_interval
         self.factories = factories
         self.session = time.time_ns()
+        self.bus = EventBus()
         self.stats = NodeStats()
+        self.bus.subscribe(self.stats.apply)
         self.peers = PeerTable()
         self._replay = ReplayGuard()
         self._seq = 0
         self._namespaces: dict[str, Namespace] = {}
         self._tasks = TaskSet(f"node {self.id}")
+        self._outbox: Outbox | None = None
+        self._announce_handle: asyncio.TimerHandle | None = None
+        self._last_announce = -1e9
         self._membership = Membership(
             self,
+            self.peers,
             bootstrap=[parse_bootstrap(a) for a in (bootstrap or ())],
             allowed_keys=self._allowed_keys,
             authenticated=keys is not None,
@@ -163,6 +184,7 @@ class Node:
             await self._transport.close()
             raise
         self._started = True
+        self._outbox = Outbox(self._transport_send, self.spawn)
         self._tasks.spawn(self._receive_loop(), "receive")
         self._tasks.spawn(self._discovery_loop(), "discovery")
         self._tasks.spawn(self._maintenance_loop(), "maintenance")
@@ -178,15 +200,11 @@ class Node:
             await ns.close()
         greeted = [r for r in self.peers.records() if r.greeted]
         await asyncio.gather(
-            *(self._send_record(r, "", Bye("node closing"), GOODBYE_TIMEOUT) for r in greeted),
+            *(self.send_to_peer(r, "", Bye("node closing"), GOODBYE_TIMEOUT) for r in greeted),
             return_exceptions=True,
         )
         self._started = False
-        await self._tasks.close()
-        assert self._discovery is not None and self._transport is not None
-        self._discovery.announce(None)
-        await self._discovery.close()
-        await self._transport.close()
+        await self._shut_down()
         logger.info("node %s closed", self.id)
 
     async def abort(self) -> None:
@@ -199,15 +217,20 @@ class Node:
         self._closing = True
         self._started = False
         for ns in list(self._namespaces.values()):
-            ns._open = False
-            await ns.learner.close()
+            await ns.abort()
         self._namespaces.clear()
+        await self._shut_down()
+        logger.info("node %s aborted", self.id)
+
+    async def _shut_down(self) -> None:
+        if self._announce_handle is not None:
+            self._announce_handle.cancel()
+            self._announce_handle = None
         await self._tasks.close()
         assert self._discovery is not None and self._transport is not None
         self._discovery.announce(None)
         await self._discovery.close()
         await self._transport.close()
-        logger.info("node %s aborted", self.id)
 
     def _default_transport(self) -> Transport:
         from .transport.zmq import ZmqTransport
@@ -283,57 +306,190 @@ class Node:
             name: the federation's name; nodes with the same name federate.
             model: the model to train and share (``None`` for a node that will
                 ``sync_model()``).
-            create_optimizer: ``params -> optimizer`` (PyTorch; default Adam).
+            create_optimizer: ``model -> optimizer`` (PyTorch; default Adam), e.g.
+                ``lambda model: torch.optim.AdamW(model.parameters())``.
             **options: see :class:`~scatterbrained.namespace.Namespace`.
 
         Raises:
             ConfigurationError: the name is empty, too long, already joined, or an option is
                 invalid.
         """
-        from .namespace import Namespace
-
         if not name or len(name) > 256:
             raise ConfigurationError(f"namespace name must be 1..256 characters, got {name!r}")
         if name in self._namespaces:
             raise ConfigurationError(f"node {self.id} is already in namespace {name!r}")
         return Namespace(self, name, model, create_optimizer, **options)
 
-    # ------------------------------------------------------------------ used by Namespace
+    @property
+    def default_mode(self) -> OperatingMode:
+        """The starting mode of this node's namespaces (``mode=`` of the constructor)."""
+        return self._default_mode
 
-    def _register(self, ns: Namespace) -> None:
+    # ------------------------------------------------------------------ events
+
+    def events(self, maxsize: int = 4096) -> AsyncIterator[Event]:
+        """Iterate over this node's events from now on (see :mod:`scatterbrained.events`).
+
+        Raises:
+            RuntimeError: too many concurrent streams (256).
+        """
+        return self.bus.stream(None, maxsize)
+
+    def subscribe(self, callback: Callable[[Event], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event of this node; returns an unsubscriber."""
+        return self.bus.subscribe(callback)
+
+    # ------------------------------------------------------------------ host of namespaces
+
+    def peer(self, peer_id: str) -> PeerRecord | None:
+        """The record of a known peer, or ``None``."""
+        return self.peers.get(peer_id)
+
+    def known_peers(self) -> list[PeerRecord]:
+        """Every known peer record, sorted by id."""
+        return self.peers.records()
+
+    def register_namespace(self, ns: Namespace) -> None:
+        """Route ``ns``'s messages to it and announce it (called by ``Namespace.open``).
+
+        Raises:
+            ConfigurationError: the node is already in a namespace of that name.
+        """
         if ns.name in self._namespaces:
             raise ConfigurationError(f"node {self.id} is already in namespace {ns.name!r}")
         self._namespaces[ns.name] = ns
         for record in self.peers.records():
-            ns._update_member(record)
-        self._mode_changed()
+            ns.update_member(record)
+        self.announce_now()
 
-    def _unregister(self, ns: Namespace) -> None:
+    def unregister_namespace(self, ns: Namespace) -> None:
+        """Stop routing to ``ns`` and announce that it left (called by ``Namespace.close``)."""
         self._namespaces.pop(ns.name, None)
-        self._mode_changed()
+        self.announce_now()
 
-    def _mode_changed(self) -> None:
-        """Tell discovery and known peers what namespaces/modes this node is in now."""
+    def announce_now(self) -> None:
+        """Tell discovery and the greeted peers this node's namespaces, modes and versions."""
         if not self._started or self._closing:
             return
+        if self._announce_handle is not None:
+            self._announce_handle.cancel()
+            self._announce_handle = None
+        self._last_announce = time.monotonic()
         self._membership.tell_peers()
+
+    def announce_soon(self) -> None:
+        """:meth:`announce_now`, at most once per :data:`ANNOUNCE_INTERVAL_S` (trailing)."""
+        if not self._started or self._closing or self._announce_handle is not None:
+            return
+        wait = self._last_announce + ANNOUNCE_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self.announce_now()
+            return
+        loop = asyncio.get_running_loop()
+        self._announce_handle = loop.call_later(wait, self.announce_now)
+
+    def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
+        """The namespaces this node shows to others (OFFLINE ones are silent)."""
+        return tuple(
+            NamespaceInfo(ns.name, ns.mode.value, ns.version, ns.learner.state.has_model)
+            for ns in self._namespaces.values()
+            if ns.mode is not OperatingMode.OFFLINE
+        )
+
+    def advertised_address(self) -> tuple[str, int]:
+        """(host, port) peers should use; host ``""`` means "where my packets come from"."""
+        _, port = split_address(self.transport.address)
+        if self._advertise_host:
+            return self._advertise_host, port
+        if self._transport_arg is None and self._host in _WILDCARD_HOSTS:
+            return "", port
+        host, _ = split_address(self.transport.address)
+        return host, port
+
+    def member_changed(self, record: PeerRecord, namespaces: set[str] | None) -> None:
+        """Re-evaluate ``record`` in ``namespaces`` (``None``: every namespace)."""
+        for ns in list(self._namespaces.values()):
+            if namespaces is None or ns.name in namespaces:
+                ns.update_member(record)
+
+    def peer_restarted(self, peer_id: str) -> None:
+        """A peer came back with a new session: every namespace forgets its rounds."""
+        for ns in list(self._namespaces.values()):
+            ns.peer_restarted(peer_id)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> bool:
+        """Run ``coro`` in this node's task group (cancelled on close); False once stopped."""
+        if not self._started:
+            coro.close()
+            return False
+        self._tasks.spawn(coro, name)
+        return True
+
+    def forget_address(self, address: str) -> None:
+        """Drop what is queued for ``address`` and close the outgoing connection to it."""
+        if self._outbox is not None:
+            self._outbox.forget(address)
+        if self._transport is not None:
+            self._transport.forget(address)
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        """Count a refused message (``reason`` is a short tag) on the event stream."""
+        self.bus.emit(MessageDropped(self.id, "", reason, detail))
+        logger.debug("node %s dropped a message: %s %s", self.id, reason, detail)
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
-    async def _send_record(
+    async def send_to_peer(
         self, record: PeerRecord, namespace: str, body: Any, timeout: float | None = None
     ) -> int:
-        """Send ``body`` in ``namespace`` to ``record``; return the bytes sent (0 = dropped).
+        """Send ``body`` in ``namespace`` to ``record``; the bytes sent (0 = not delivered).
 
-        ``timeout`` bounds the wait while the peer's queue is full (default: the transport's).
+        ``timeout`` bounds the wait while the peer's queue is full (default: the
+        transport's). Never raises for network reasons.
         """
-        return await self._send_to_address(
+        return await self.send_to_address(
             record.address, namespace, body, server_key=record.public_key, timeout=timeout
         )
 
-    async def _send_to_address(
+    def post(
+        self,
+        address: str,
+        namespace: str,
+        body: Any,
+        *,
+        server_key: str | None,
+        timeout: float | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue ``body`` for ``address`` now; the future gives the bytes sent (0 = not).
+
+        Posting is synchronous, so messages reach each address in the order they were
+        posted (see :mod:`scatterbrained.outbox`). Never raises for network reasons.
+
+        Raises:
+            WireError: ``body`` cannot be encoded (a bug of the caller, not of the network).
+        """
+        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not self._started or self._outbox is None:
+            result.set_result(0)
+            return result
+        message = Message(self.id, namespace, self.session, self._next_seq(), body)
+        frames = encode(message)
+        nbytes = sum(memoryview(f).nbytes for f in frames)
+        queued = self._outbox.post(address, frames, nbytes, server_key, timeout)
+
+        def done(future: asyncio.Future[bool]) -> None:
+            delivered = not future.cancelled() and future.result()
+            if delivered:
+                self.bus.emit(MessageSent(self.id, namespace, address, nbytes))
+            if not result.done():
+                result.set_result(nbytes if delivered else 0)
+
+        queued.add_done_callback(done)
+        return result
+
+    async def send_to_address(
         self,
         address: str,
         namespace: str,
@@ -342,23 +498,23 @@ class Node:
         server_key: str | None,
         timeout: float | None = None,
     ) -> int:
-        if not self._started:
-            return 0
-        message = Message(self.id, namespace, self.session, self._next_seq(), body)
-        frames = encode(message)
+        """Send ``body`` to ``address``; the bytes sent (0 = not delivered). Never raises.
+
+        Raises:
+            WireError: ``body`` cannot be encoded (a bug of the caller, not of the network).
+        """
+        return await self.post(address, namespace, body, server_key=server_key, timeout=timeout)
+
+    async def _transport_send(
+        self, address: str, frames: list[Any], server_key: str | None, timeout: float | None
+    ) -> bool:
         try:
-            sent = await self.transport.send(
+            return await self.transport.send(
                 address, frames, server_key=server_key, timeout=timeout
             )
         except SecurityError:
             logger.debug("no public key known for %s; not sending", address)
-            return 0
-        if not sent:
-            return 0
-        nbytes = sum(memoryview(f).nbytes for f in frames)
-        self.stats.messages_out += 1
-        self.stats.bytes_out += nbytes
-        return nbytes
+            return False
 
     # ------------------------------------------------------------------ loops
 
@@ -392,25 +548,20 @@ class Node:
 
     # ------------------------------------------------------------------ inbound
 
-    def _drop(self, reason: str, detail: str = "") -> None:
-        self.stats.dropped[reason] += 1
-        logger.debug("node %s dropped a message: %s %s", self.id, reason, detail)
-
     def _on_envelope(self, envelope: Envelope) -> None:
-        self.stats.messages_in += 1
-        self.stats.bytes_in += envelope.nbytes
+        self.bus.emit(MessageReceived(self.id, "", envelope.nbytes))
         try:
             message = decode(envelope.frames, self._limits)
         except WireError as exc:
-            self._drop(exc.reason, exc.detail)
+            self.drop(exc.reason, exc.detail)
             return
         if message.sender == self.id:
-            self._drop("self")
+            self.drop("self")
             return
         if not self._membership.check_identity(message, envelope.peer_key):
             return
         if not self._replay.accept(message.sender, message.session, message.seq):
-            self._drop("replay", message.sender)
+            self.drop("replay", message.sender)
             return
         body = message.body
         if isinstance(body, Hello):
@@ -423,13 +574,13 @@ class Node:
     def _on_namespace_message(self, message: Message, nbytes: int) -> None:
         record = self.peers.get(message.sender)
         if record is None or not record.greeted:
-            self._drop("unknown_peer", message.sender)
+            self.drop("unknown_peer", message.sender)
             return
         record.last_seen = time.monotonic()
         ns = self._namespaces.get(message.namespace)
         if ns is None:
-            self._drop("namespace", message.namespace)
+            self.drop("namespace", message.namespace)
             return
-        reason = ns._deliver(record, message, nbytes)
+        reason = ns.deliver(record, message, nbytes)
         if reason is not None:
-            self._drop(reason, f"{message.sender} in {message.namespace}")
+            self.drop(reason, f"{message.sender} in {message.namespace}")

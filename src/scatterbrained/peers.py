@@ -60,6 +60,14 @@ class PeerRecord:
         """The peer as an :class:`Identity` in ``namespace``."""
         return Identity(self.id, namespace, self.host, self.port)
 
+    def weights_mode_in(self, namespace: str) -> OperatingMode | None:
+        """The peer's mode as far as weights go: without a model it sends none."""
+        mode = self.mode_in(namespace)
+        info = self.namespaces.get(namespace)
+        if mode is None or info is None or info.has_model or not mode.sends:
+            return mode
+        return OperatingMode.LEECHING if mode.receives else OperatingMode.OFFLINE
+
     def mode_in(self, namespace: str) -> OperatingMode | None:
         """The peer's mode in ``namespace`` as last told, or ``None`` if it is not there."""
         info = self.namespaces.get(namespace)
@@ -156,7 +164,9 @@ class PeerTable:
         changed |= {
             n
             for n in before
-            if n in record.namespaces and before[n].mode != record.namespaces[n].mode
+            if n in record.namespaces
+            and (before[n].mode, before[n].has_model)
+            != (record.namespaces[n].mode, record.namespaces[n].has_model)
         }
         return changed
 

@@ -6,12 +6,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import Event, MessageDropped, MessageReceived, MessageSent, UpdateDropped
+
 __all__ = ["NodeStats"]
 
 
 @dataclass
 class NodeStats:
-    """Traffic counters of a node (monotonically increasing).
+    """Traffic counters of a node (monotonically increasing): a view over its event stream.
+
+    The node subscribes :meth:`apply` to its :class:`~scatterbrained.events.EventBus`, so
+    every count is the number of the matching events.
 
     Attributes:
         messages_in: multipart messages received (valid or not).
@@ -26,6 +31,17 @@ class NodeStats:
     messages_out: int = 0
     bytes_out: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+
+    def apply(self, event: Event) -> None:
+        """Count one event (messages in/out, drops by reason)."""
+        if isinstance(event, MessageReceived):
+            self.messages_in += 1
+            self.bytes_in += event.nbytes
+        elif isinstance(event, MessageSent):
+            self.messages_out += 1
+            self.bytes_out += event.nbytes
+        elif isinstance(event, (MessageDropped, UpdateDropped)):
+            self.dropped[event.reason] += 1
 
     @property
     def dropped_total(self) -> int:

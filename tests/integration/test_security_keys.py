@@ -10,6 +10,7 @@ allow-listed CURVE connection, is dropped as a replay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -182,3 +183,40 @@ def test_keys_allow_list_blocks_strangers_and_replays(monkeypatch: pytest.Monkey
     assert result["replay_dropped"]
     assert result["identity_dropped"]  # the sender is the authenticated key, not the header
     assert result["duplicate"] is None
+
+
+async def refused_stranger_scenario(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """A keyed node with an empty allow-list; a stranger's key is refused over and over."""
+    stranger = sb.KeyPair.generate()
+    context = zmq.asyncio.Context()
+    async with sb.Node(
+        host="127.0.0.1", discovery_scope="off", keys=sb.KeyPair.generate(), allowed_keys=[]
+    ) as node:
+        assert node.public_key is not None
+        socks = [dealer(context, node.address, stranger, node.public_key) for _ in range(3)]
+
+        def refused_three_times() -> bool:
+            return sum(stranger.public in r.getMessage() for r in caplog.records) >= 3
+
+        try:
+            assert await poll(refused_three_times, 10.0), "the stranger was not refused 3 times"
+        finally:
+            for sock in socks:
+                sock.close(linger=0)
+            context.destroy(linger=0)
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_key_is_logged_once_with_how_to_allow_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare
+    caplog.set_level(logging.DEBUG, logger="scatterbrained.transport.security")
+    # Execute
+    warnings = asyncio.run(refused_stranger_scenario(caplog))
+    # Assert: three refused handshakes, one warning, naming the key and the fix
+    refused = [w for w in warnings if "refused a CURVE connection" in w]
+    assert len(refused) == 1, warnings
+    assert "--allow " in refused[0] and "allowed_keys=[" in refused[0]
+    assert not [w for w in warnings if "refused" in w and w not in refused]  # not the self-check

@@ -205,8 +205,8 @@ def test_leech_until_policy_switches_at_the_threshold(run: Run) -> None:
     n004 = {r["epoch"]: r for r in run.rows if r["node"] == "n004"}
 
     assert 1 < switch_epoch < EPOCHS
-    assert [n004[e]["mode"] for e in range(1, EPOCHS + 1)] == ["leeching"] * (switch_epoch - 1) + [
-        "peer"
-    ] * (EPOCHS - switch_epoch + 1)
+    # The policy decides at the end of an epoch's exchange: n004 sends from the next epoch.
+    modes = [n004[e]["mode"] for e in range(1, EPOCHS + 1)]
+    assert modes == ["leeching"] * switch_epoch + ["peer"] * (EPOCHS - switch_epoch)
     merged_from_n004 = {r["epoch"] for r in run.rows if "n004" in r["merged_from"]}
-    assert merged_from_n004 and min(merged_from_n004) == switch_epoch  # merged once it sends
+    assert merged_from_n004 and min(merged_from_n004) == switch_epoch + 1  # once it sends

@@ -152,7 +152,8 @@ def test_leech_until_switches_exactly_when_samples_cross_the_threshold(
 
             modes = [r.mode for r in leech.history]
             switches = [r.mode_switches for r in leech.history]
-            assert modes == ["leeching", "leeching", "peer", "peer"]
+            # Decided at the end of epoch 3 (after its exchange): it sends from epoch 4 on.
+            assert modes == ["leeching", "leeching", "leeching", "peer"]
             assert [len(s) for s in switches] == [0, 0, 1, 0]
             assert switches[2][0].startswith("leeching->peer")
             assert leech.learner.samples_seen == 4 * per_epoch
@@ -160,7 +161,7 @@ def test_leech_until_switches_exactly_when_samples_cross_the_threshold(
             assert [(s.old, s.new) for s in leech.mode_history] == [
                 (OperatingMode.LEECHING, OperatingMode.PEER)
             ]
-            assert merged(peer)[:2] == [set(), set()]  # not while it leeched
+            assert merged(peer)[:3] == [set(), set(), set()]  # not while it leeched
             assert merged(peer)[3] == {"l"}  # and it is merged once it peers
             assert all(m == {"p"} for m in merged(leech))  # it always received
 
@@ -180,8 +181,9 @@ def test_leech_until_from_the_default_mode_starts_leeching_when_the_namespace_op
             await ns.train(2, digit_loader(0, 1, 64))
 
             assert mode_when_opened is OperatingMode.LEECHING  # before any beacon or exchange
-            assert [r.mode for r in ns.history] == ["leeching", "peer"]
+            assert [r.mode for r in ns.history] == ["leeching", "leeching"]
             assert [len(r.mode_switches) for r in ns.history] == [0, 1]
+            assert ns.mode is OperatingMode.PEER  # for the next exchange
             assert [(s.at_epoch, s.old, s.new) for s in ns.mode_history] == [
                 (0, OperatingMode.PEER, OperatingMode.LEECHING),
                 (2, OperatingMode.LEECHING, OperatingMode.PEER),  # after 128 >= 100 samples

@@ -229,7 +229,7 @@ def test_peer_events_iterator_sees_join_and_leave(arun: Run, cluster_factory: An
             await asyncio.wait_for(collector, 3)
 
             assert [(e.kind, e.peer.id) for e in events] == [("joined", "b"), ("left", "b")]
-            assert a._event_queues == []  # the finished iterator unsubscribed
+            assert a.node.bus.streams == 0  # the finished iterator unsubscribed
             assert "PeerEvent('joined'" in repr(events[0])
 
     arun(main)

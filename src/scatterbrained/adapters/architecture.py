@@ -235,7 +235,9 @@ def adapter_from_architecture(
         arrays: the weights received with it.
         registry: the factories this node trusts (for the ``"factory"`` format); ``None``
             means :func:`default_registry`.
-        create_optimizer: optimizer factory of the rebuilt torch model (default Adam).
+        create_optimizer: ``model -> optimizer`` factory of the rebuilt torch model, called
+            with the module (e.g. ``lambda model: torch.optim.AdamW(model.parameters())``);
+            default Adam.
         loss: loss of the rebuilt torch model (default inferred).
         device: torch device of the rebuilt torch model.
 

@@ -44,30 +44,44 @@ def _checked_classes(classes: Sequence[int]) -> np.ndarray:
     return unique
 
 
+def _missing_options(estimator: Any, classes: object, n_features: object) -> ConfigurationError:
+    # A linear model's weights (coef, intercept) must have the same shape on every node before
+    # any data is seen, so every class label and the input size are needed up front.
+    missing = [n for n, v in (("classes", classes), ("n_features", n_features)) if v is None]
+    return ConfigurationError(
+        f"a scikit-learn {type(estimator).__name__} needs the adapter options classes and "
+        f"n_features, missing: {', '.join(missing)}; every node must start from weights of the "
+        "same shape before seeing any data, so all class labels and the number of input features "
+        'must be known up front; pass adapter_options={"classes": [...], "n_features": 64} '
+        "to node.namespace(...) (or classes=..., n_features=... to SklearnAdapter)"
+    )
+
+
 class SklearnAdapter:
     """A linear classifier trained with ``partial_fit``, as arrays ``coef`` and ``intercept``.
 
     Args:
         estimator: e.g. ``SGDClassifier(loss="log_loss")``; ``average`` must be off (averaged
             weights cannot be federated).
-        classes: every class label (integers); the same on every node.
-        n_features: input features after flattening each sample.
+        classes: every class label (integers); the same on every node. Required.
+        n_features: input features after flattening each sample. Required.
         loss: evaluation loss: ``"log_loss"`` (needs ``predict_proba``), ``"hinge"`` or
             ``"zero_one"``; ``None`` picks log-loss when available, else hinge.
         factory: ``(name, kwargs)`` of a registered factory rebuilding this adapter; derived
             automatically for a plain ``SGDClassifier``.
 
     Raises:
-        ConfigurationError: no ``partial_fit``/``decision_function``, averaging on, fewer
-            than 2 classes, ``n_features`` < 1, too many weights, or an unusable ``loss``.
+        ConfigurationError: ``classes`` or ``n_features`` not given, no
+            ``partial_fit``/``decision_function``, averaging on, fewer than 2 classes,
+            ``n_features`` < 1, too many weights, or an unusable ``loss``.
     """
 
     def __init__(
         self,
         estimator: Any,
         *,
-        classes: Sequence[int],
-        n_features: int,
+        classes: Sequence[int] | None = None,
+        n_features: int | None = None,
         loss: str | None = None,
         factory: tuple[str, Mapping[str, object]] | None = None,
     ) -> None:
@@ -79,6 +93,8 @@ class SklearnAdapter:
                 )
         if getattr(estimator, "average", False):
             raise ConfigurationError("averaged SGD (average=True) cannot be federated")
+        if classes is None or n_features is None:
+            raise _missing_options(estimator, classes, n_features)
         self._classes = _checked_classes(classes)
         if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
             raise ConfigurationError(f"n_features must be a positive int, got {n_features!r}")

@@ -5,7 +5,8 @@ federation keeps working without torch installed.
 
 Defaults that make ``ns.train(epochs, loader)`` work with little code:
 
-* the optimizer factory defaults to ``torch.optim.Adam(params, lr=1e-3)``, created lazily once;
+* the optimizer factory receives the model (``lambda model: optim.AdamW(model.parameters())``)
+  and defaults to ``torch.optim.Adam(model.parameters(), lr=1e-3)``, created lazily once;
 * the loss is inferred from the targets when not given: integer class labels ->
   cross-entropy, floating targets -> mean squared error (the target is reshaped to the
   output's shape when the element counts agree);
@@ -34,17 +35,46 @@ __all__ = ["LossFn", "OptimizerFactory", "TorchAdapter"]
 
 _log = logging.getLogger(__name__)
 
-#: Builds the optimizer from the model's parameters (called once, lazily).
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+#: Builds the optimizer from the model, e.g. ``lambda model: optim.AdamW(model.parameters())``
+#: (called once, lazily).
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 #: ``loss(output, target) -> scalar tensor`` averaged over the batch.
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+#: What the adapter calls on an optimizer (duck-typed: wrappers need not subclass Optimizer).
+_OPTIMIZER_METHODS = ("zero_grad", "step", "state_dict", "load_state_dict")
 #: Batch size of the example input kept for ``torch.export`` (2 avoids 0/1 specialisation).
 _EXAMPLE_BATCH = 2
 
 
-def _default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3)
+def _default_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def _optimizer_for(create: OptimizerFactory, model: nn.Module) -> torch.optim.Optimizer:
+    """Call ``create(model)`` and check that it gave an optimizer.
+
+    Raises:
+        ConfigurationError: the factory failed with a ``TypeError`` (most often a factory
+            written for ``model.parameters()``) or returned something else than an optimizer.
+    """
+    name = getattr(create, "__qualname__", type(create).__name__)
+    try:
+        optimizer = create(model)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"create_optimizer {name} failed when called with the model: {exc}; the factory "
+            "receives the model, not its parameters: write e.g. "
+            "create_optimizer=lambda model: torch.optim.AdamW(model.parameters())"
+        ) from exc
+    missing = [m for m in _OPTIMIZER_METHODS if not callable(getattr(optimizer, m, None))]
+    if missing:
+        raise ConfigurationError(
+            f"create_optimizer {name} returned a {type(optimizer).__name__}, expected a "
+            f"torch.optim.Optimizer (it has no {', '.join(missing)}); write e.g. "
+            "create_optimizer=lambda model: torch.optim.AdamW(model.parameters())"
+        )
+    return optimizer
 
 
 def numpy_dtype_of(dtype: torch.dtype) -> np.dtype[Any]:
@@ -87,8 +117,9 @@ class TorchAdapter:
 
     Args:
         model: the module to train; it is moved to ``device`` and trained in place.
-        create_optimizer: builds the optimizer from ``model.parameters()``; default Adam with
-            learning rate 1e-3. Called once, on first use.
+        create_optimizer: ``model -> optimizer``, called with the module once, on first use,
+            e.g. ``lambda model: torch.optim.AdamW(model.parameters())``; default Adam with
+            learning rate 1e-3.
         loss: ``loss(output, target)`` returning the batch-mean loss; inferred when ``None``
             (integer targets -> cross-entropy, floating targets -> mean squared error).
         device: torch device the model and batches live on.
@@ -146,9 +177,19 @@ class TorchAdapter:
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer, created on first access from ``create_optimizer``."""
+        """The optimizer, created on first access by ``create_optimizer(model)``.
+
+        Raises:
+            ConfigurationError: the factory failed with a ``TypeError`` (e.g. it expects the
+                parameters, not the model) or did not return a ``torch.optim.Optimizer``.
+        """
         if self._optimizer is None:
-            self._optimizer = self._create_optimizer(self._model.parameters())
+            # Under the export lock: an optimizer's first step and torch.export both import
+            # torch._dynamo lazily, and two threads importing it at once can fail with a
+            # partially initialised module (training in one thread, export in another).
+            with self._export_lock:
+                if self._optimizer is None:
+                    self._optimizer = _optimizer_for(self._create_optimizer, self._model)
         return self._optimizer
 
     @property
@@ -311,11 +352,11 @@ class TorchAdapter:
         if self._factory is not None:
             name, kwargs = self._factory
             return Architecture(format="factory", factory=name, kwargs=dict(kwargs))
-        from .torch_export import ExportedModule
+        with self._export_lock:  # lazy torch imports: see ``optimizer``
+            from .torch_export import ExportedModule
 
-        if isinstance(self._model, ExportedModule):
-            return Architecture(format="torch.export", payload=self._model.payload)
-        with self._export_lock:
+            if isinstance(self._model, ExportedModule):
+                return Architecture(format="torch.export", payload=self._model.payload)
             example = self._example_input
             if self._architecture is None and example is not None and not self._export_failed:
                 self._architecture = self._export_program(example)

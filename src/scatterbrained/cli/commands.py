@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigurationError
+from ._deps import is_missing_torch, missing_torch
 
 __all__ = ["keys", "load_object", "node", "peers"]
 
@@ -20,7 +21,8 @@ def load_object(spec: str) -> Any:
     """Import ``module:attribute`` (the attribute may be dotted).
 
     Raises:
-        ConfigurationError: the spec is malformed, or the module or attribute is missing.
+        ConfigurationError: the spec is malformed, the module or attribute is missing, or the
+            module needs PyTorch and it is not installed (the message says how to install it).
     """
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -32,6 +34,8 @@ def load_object(spec: str) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
+        if is_missing_torch(exc):
+            raise missing_torch(f"{spec!r}", exc) from None
         raise ConfigurationError(f"cannot import {module_name!r} for {spec!r}: {exc}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -66,13 +70,73 @@ def load_object(spec: str) -> Any:
 )
 @click.option("--policy", help="Policy spec, e.g. leech-until:samples=1000.")
 @click.option("--aggregator", default="fedavg", show_default=True, help="Aggregator spec.")
-@click.option("--keys", "key_file", type=click.Path(path_type=Path), help="This node's key file.")
+@click.option(
+    "--keys",
+    "key_file",
+    type=click.Path(path_type=Path),
+    help="This node's secret key file (encrypts links; needs --allow).",
+)
 @click.option("--allow", multiple=True, help="Allowed peer public key or .pub file (repeat).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Resume/save here.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
 def node(**options: Any) -> None:
-    """Run one real node: train on local data, federate, then serve until Ctrl-C."""
+    """Run one real node: train on local data, federate, then serve until Ctrl-C.
+
+    With --keys, links are encrypted and only the peers given with --allow may connect.
+    """
     asyncio.run(_run_node(options))
+
+
+def _keys_and_allowed(key_file: Path | None, allow: tuple[str, ...]) -> tuple[Any, Any]:
+    """The node's key pair and allow-list, or one clear error (as ``sb.Node`` would raise)."""
+    from ..transport.security import KeyPair, load_public_key
+
+    if key_file is None:
+        if allow:
+            raise ConfigurationError(
+                f"--allow needs --keys: {len(allow)} allowed key(s) given but this node has no "
+                "key pair; create one with 'scatterbrained keys generate node.key' and pass "
+                "--keys node.key"
+            )
+        return None, None
+    if not allow:
+        raise ConfigurationError(
+            f"--keys {key_file} needs --allow: without an allow-list every peer is refused; "
+            "pass --allow PEER_KEY (a public key or a peer's .pub file) once per peer"
+        )
+    try:
+        keypair = KeyPair.load(key_file)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the key file {key_file}: {exc.strerror}; create it with "
+            f"'scatterbrained keys generate {key_file}'"
+        ) from None
+    return keypair, [load_public_key(k) for k in allow]
+
+
+def _check_graph_membership(topology: Any, node_id: str | None) -> None:
+    """A node that no edge of a graph topology names would train alone: refuse to start."""
+    from ..federation.topology import Graph
+
+    if not isinstance(topology, Graph) or (node_id is not None and node_id in topology.nodes):
+        return
+    nodes = ", ".join(sorted(topology.nodes))
+    given = f"--id {node_id}" if node_id is not None else "no --id (a random id)"
+    raise ConfigurationError(
+        f"the graph topology names nodes {nodes}, but this node has {given}: it would "
+        "exchange with nobody; pass --id with one of those ids, or add an edge naming it"
+    )
+
+
+def _call_factory(spec: str) -> Any:
+    """Load and call the ``module:factory`` ``spec`` (a missing torch is one clear error)."""
+    factory = load_object(spec)
+    try:
+        return factory()
+    except ImportError as exc:
+        if is_missing_torch(exc):
+            raise missing_torch(f"{spec!r}", exc) from None
+        raise
 
 
 async def _run_node(o: dict[str, Any]) -> None:
@@ -80,19 +144,19 @@ async def _run_node(o: dict[str, Any]) -> None:
     from ..federation.policies import policy_from_spec
     from ..federation.topology import topology_from_spec
     from ..node import Node
-    from ..transport.security import KeyPair, load_public_key
 
-    keypair = KeyPair.load(o["key_file"]) if o["key_file"] else None
-    allowed = [load_public_key(k) for k in o["allow"]] if keypair else None
+    keypair, allowed = _keys_and_allowed(o["key_file"], o["allow"])
+    topology = topology_from_spec(o["topology"])
+    _check_graph_membership(topology, o["node_id"])
     ns_options: dict[str, Any] = {
-        "topology": topology_from_spec(o["topology"]),
+        "topology": topology,
         "mode": o["mode"],
         "aggregator": aggregator_from_spec(o["aggregator"]),
         "checkpoint_dir": o["checkpoint_dir"],
     }
     if o["policy"]:
         ns_options["policy"] = policy_from_spec(o["policy"])
-    model = load_object(o["model_spec"])() if o["model_spec"] else None
+    model = _call_factory(o["model_spec"]) if o["model_spec"] else None
     async with Node(
         o["node_id"],
         o["host"],
@@ -109,7 +173,7 @@ async def _run_node(o: dict[str, Any]) -> None:
                 await ns.sync_model()
                 click.echo(f"model synced (version {ns.version})")
             if o["data_spec"]:
-                trainloader, validloader = _loaders(load_object(o["data_spec"])())
+                trainloader, validloader = _loaders(_call_factory(o["data_spec"]))
                 history = await ns.train(o["epochs"], trainloader, validloader)
                 for record in history:
                     click.echo(
@@ -162,7 +226,7 @@ def keys() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def generate(path: Path, force: bool) -> None:
-    """Write a new key pair: PATH (secret, mode 0600) and its public key file."""
+    """Write a new key pair: PATH (secret, mode 0600) and PATH.pub (the public key file)."""
     from ..transport.security import KeyPair
 
     public_path = KeyPair.public_path(path)
@@ -177,5 +241,6 @@ def generate(path: Path, force: bool) -> None:
             f"cannot write the key pair to {path}: {exc.strerror}; "
             "create the folder first or choose a writable path"
         ) from None
+    click.echo(f"wrote the secret key: {path} (mode 0600, keep it private; --keys {path})")
+    click.echo(f"wrote the public key: {written} (hand it to peers; --allow {written})")
     click.echo(f"public key: {pair.public}")
-    click.echo(f"written: {written}")

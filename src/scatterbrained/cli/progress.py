@@ -12,14 +12,16 @@ from rich.table import Table
 from ..sim.config import SimConfig
 from ..sim.runner import RunResult
 
-__all__ = ["LiveProgress", "print_summary"]
+__all__ = ["LiveProgress", "fmt_bytes", "print_summary"]
 
 
-def _fmt_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
+def fmt_bytes(count: float) -> str:
+    """Format a byte count with SI units (1 kB = 1000 B, 1 MB = 10**6 B), like the README."""
+    for unit in ("B", "kB", "MB", "GB"):
+        shown = f"{count:.0f}" if unit == "B" else f"{count:.1f}"
+        if float(shown) < 1000 or unit == "GB":  # 999.96 kB is shown as 1.0 MB
+            return f"{shown} {unit}"
+        count /= 1000
     return f"{count:.1f} GB"  # pragma: no cover
 
 
@@ -71,7 +73,7 @@ class LiveProgress:
         events = ", ".join(f"{r['node']} {r['event']}" for r in rows if r.get("event"))
         line = (
             f"epoch {epoch:>3}/{self.config.epochs}  mean acc {_fmt_acc(mean)}  "
-            f"alive {alive}/{len(rows)}  peers {mean_peers:.1f}  sent {_fmt_bytes(sent)}"
+            f"alive {alive}/{len(rows)}  peers {mean_peers:.1f}  sent {fmt_bytes(sent)}"
         )
         if events:
             line += f"  [yellow]{events}[/]"
@@ -97,7 +99,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             f"{_fmt_acc(summary['min_accuracy'])} / {_fmt_acc(summary['max_accuracy'])}",
         ),
         ("centralized baseline", _fmt_acc(summary.get("centralized_accuracy"))),
-        ("bytes sent (all nodes)", _fmt_bytes(summary["bytes_total"])),
+        ("bytes sent (all nodes)", fmt_bytes(summary["bytes_total"])),
         ("wall time", f"{summary['wall_s']:.1f} s"),
     ]
     if "local_only_mean_accuracy" in summary:

@@ -8,9 +8,12 @@ from typing import Any
 
 import click
 
+from ..federation.topology import check_node_ids, topology_from_spec
 from ..sim.config import SimConfig, load_config
 from ..sim.datasets import default_fashion_mnist_root
+from ..sim.experiment import node_id
 from ..sim.runner import RunResult, run_simulation
+from ._deps import require_torch
 from .progress import LiveProgress, print_summary
 
 __all__ = ["demo", "demo_config", "simulate"]
@@ -90,7 +93,21 @@ def _apply_overrides(config: SimConfig, overrides: Mapping[str, Any]) -> SimConf
     return SimConfig.from_mapping(data)
 
 
+def check_runnable(config: SimConfig) -> None:
+    """Checks that need no data, run before anything prints or the run folder exists.
+
+    Raises:
+        ConfigurationError: the topology names node ids that no simulated node has
+            (they are ``n000``, ``n001``, ...), or PyTorch is not installed.
+    """
+    ids = [node_id(i) for i in range(config.nodes)]
+    topology = topology_from_spec(config.topology)
+    check_node_ids(topology, ids, name=f"topology = {config.topology!r}")
+    require_torch(f"the simulator's model {config.model!r}")
+
+
 def _run(config: SimConfig) -> RunResult:
+    check_runnable(config)
     with LiveProgress(config) as progress:
         result = run_simulation(config, on_epoch=progress.epoch, on_status=progress.status)
     print_summary(result)

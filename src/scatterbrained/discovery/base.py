@@ -2,8 +2,30 @@
 
 Discovery produces *hints* (beacons) about nodes and the namespaces they are in. Membership is
 decided above, by the node (transport hello + peer filter). Implementations: :mod:`.udp`
-(broadcast beacons, loopback or LAN scope), :mod:`.memory` (in-process twin) and
-:mod:`.static` (a fixed bootstrap list, no beacons).
+(broadcast beacons, loopback or LAN scope), :mod:`.memory` (in-process twin) and :mod:`.null`
+(finds nobody; for bootstrap lists). UDP and memory pass one contract test suite
+(``tests/unit/discovery/test_contract.py``); what it checks is written down here.
+
+The contract, in short:
+
+* **Lifecycle.** ``start`` is idempotent; ``close`` is idempotent (also before ``start``),
+  stops announcing, discards buffered events and makes ``next_event`` raise
+  :class:`~scatterbrained.errors.DiscoveryError` (waking a pending one). A closed discovery
+  cannot be started again.
+* **Announce.** ``announce(beacon)`` may be called before or after ``start``; the others
+  then list the beacon in ``candidates()`` (an empty host filled in with where it came
+  from) and get a SEEN event; a change of address, key, namespaces or modes is an UPDATED
+  event, a change of model versions only is silent, a new ``session`` is SEEN again.
+  A node never lists itself.
+* **Withdraw.** ``announce(None)`` stops announcing; the others report the node LOST about
+  ``peer_timeout`` seconds later, unless it announces again before.
+* **Close.** With UDP a closed node is like a silent one (LOST after ``peer_timeout``: only
+  a timeout can tell). The memory twin knows a member closed and reports it LOST to the
+  others at once (twin-specific, so simulations need no wall-clock timeout to see a crash).
+* **Bounded.** At most ``capacity`` candidates are kept (beacons of further node ids are
+  dropped and counted, never evicting known ones); at most ``queue_size`` events are
+  buffered (the oldest is dropped and counted).
+* **Cancellable.** Cancelling a pending ``next_event`` loses no event.
 """
 
 from __future__ import annotations
@@ -107,7 +129,7 @@ class EventKind(str, enum.Enum):
 
     SEEN = "seen"  # first beacon from this node id (or a new session of it)
     UPDATED = "updated"  # its namespaces, modes or address changed
-    LOST = "lost"  # no beacon for longer than the peer timeout
+    LOST = "lost"  # no beacon for longer than the peer timeout (memory twin: or it closed)
 
 
 @dataclass(frozen=True)
@@ -128,11 +150,24 @@ class Discovery(Protocol):
         ...
 
     def announce(self, beacon: Beacon | None) -> None:
-        """Set what this node announces from now on; ``None`` makes it silent."""
+        """Set what this node announces from now on; ``None`` makes it silent.
+
+        Peers report a silent node LOST after :attr:`peer_timeout` seconds.
+
+        Raises:
+            ConfigurationError: the beacon does not fit one datagram or a field is out of
+                bounds.
+        """
         ...
 
     async def next_event(self) -> DiscoveryEvent:
-        """Wait for and return the next change in the candidate table (cancellable)."""
+        """Wait for and return the next change in the candidate table.
+
+        Cancellable without losing an event.
+
+        Raises:
+            DiscoveryError: the discovery is closed, or was closed while waiting.
+        """
         ...
 
     def candidates(self) -> list[Beacon]:
@@ -140,15 +175,15 @@ class Discovery(Protocol):
         ...
 
     async def start(self) -> None:
-        """Open sockets and start announcing/listening.
+        """Open sockets and start announcing/listening. Does nothing when started.
 
         Raises:
-            DiscoveryError: the sockets cannot be opened.
+            DiscoveryError: the sockets cannot be opened, or the discovery was closed.
         """
         ...
 
     async def close(self) -> None:
-        """Stop and close sockets. Idempotent."""
+        """Stop and close sockets; buffered events are discarded. Idempotent."""
         ...
 
     async def __aenter__(self) -> Discovery: ...

@@ -37,6 +37,7 @@ from types import TracebackType
 
 from .._tasks import TaskSet
 from ..errors import ConfigurationError, DiscoveryError, WireError
+from ._queue import EventQueue
 from .base import Beacon, DiscoveryEvent, DiscoveryScope, scope_from_env
 from .codec import decode_beacon, encode_beacon
 from .table import DEFAULT_CAPACITY, CandidateTable
@@ -168,7 +169,7 @@ class UdpDiscovery:
         self._interval = float(interval)
         self._interfaces = None if interfaces is None else tuple(interfaces)
         self._table = CandidateTable(peer_timeout=peer_timeout, capacity=capacity)
-        self._events: asyncio.Queue[DiscoveryEvent] = asyncio.Queue(maxsize=queue_size)
+        self._events = EventQueue(queue_size, "UdpDiscovery")
         self._stats: collections.Counter[str] = collections.Counter()
         self._datagram: bytes | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -243,7 +244,14 @@ class UdpDiscovery:
             self._wake.set()
 
     async def next_event(self) -> DiscoveryEvent:
-        """Wait for and return the next SEEN / UPDATED / LOST event (cancellable)."""
+        """Wait for and return the next SEEN / UPDATED / LOST event (cancellable).
+
+        A node that closes is not told apart from one that went silent: it is LOST after
+        :attr:`peer_timeout` seconds.
+
+        Raises:
+            DiscoveryError: this discovery is closed, or was closed while waiting.
+        """
         return await self._events.get()
 
     def candidates(self) -> list[Beacon]:
@@ -279,10 +287,14 @@ class UdpDiscovery:
         logger.info("UDP discovery on port %d, scope %s", self._port, self._scope.value)
 
     async def close(self) -> None:
-        """Stop the beacon task and close the socket. Idempotent."""
+        """Stop the beacon task and close the socket. Idempotent.
+
+        Buffered events are discarded and :meth:`next_event` raises from now on.
+        """
         if self._closed:
             return
         self._closed = True
+        self._events.close()
         await self._tasks.close()
         transport, self._transport = self._transport, None
         if transport is not None:
@@ -368,7 +380,5 @@ class UdpDiscovery:
             self._push(event)
 
     def _push(self, event: DiscoveryEvent) -> None:
-        if self._events.full():
-            self._events.get_nowait()
+        if self._events.push(event):
             self._stats["dropped_queue_full"] += 1
-        self._events.put_nowait(event)

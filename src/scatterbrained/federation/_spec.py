@@ -8,7 +8,7 @@ Names are case-insensitive and ``_`` or spaces count as ``-``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from ..errors import ConfigurationError
@@ -180,6 +180,20 @@ class SpecParams:
         value = self.optional_mode(key)
         return default if value is None else value
 
+    def expect(self, valid: Collection[str]) -> None:
+        """Reject, before any getter runs, parameters that are not in ``valid``.
+
+        Checking first means a misspelt parameter is named even when the factory would
+        otherwise stop at a missing required one (``grid:colums=3``).
+
+        Raises:
+            ConfigurationError: an unknown parameter was given; the message names it, the
+                closest valid one, and every valid one.
+        """
+        unknown = sorted(set(self._raw) - set(valid))
+        if unknown:
+            raise self._unknown(unknown, list(valid))
+
     def finish(self) -> None:
         """Reject parameters that no getter asked for.
 
@@ -187,12 +201,18 @@ class SpecParams:
             ConfigurationError: an unknown parameter was given; the message lists the valid ones.
         """
         if self._raw:
-            valid = ", ".join(self._known) or "none"
-            unknown = ", ".join(sorted(self._raw))
-            raise ConfigurationError(
-                f"{self._kind} {self._name!r} does not take parameter(s) {unknown}; "
-                f"valid parameters: {valid}"
-            )
+            raise self._unknown(sorted(self._raw), self._known)
+
+    def _unknown(self, unknown: list[str], valid: list[str]) -> ConfigurationError:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hints.append(f"{key} (did you mean {close[0]!r}?)" if close else key)
+        shown = ", ".join(valid) or "none"
+        return ConfigurationError(
+            f"{self._kind} {self._name!r} does not take parameter(s) {', '.join(hints)}; "
+            f"valid parameters: {shown}"
+        )
 
 
 def _split(spec: str | Mapping[str, object], kind: str) -> tuple[str, dict[str, object]]:
@@ -229,6 +249,7 @@ def build_from_spec(
     spec: str | Mapping[str, object],
     kind: str,
     factories: Mapping[str, Callable[[SpecParams], T]],
+    parameters: Mapping[str, Collection[str]] | None = None,
 ) -> T:
     """Build an object from ``spec`` with the factory registered under its name.
 
@@ -236,6 +257,9 @@ def build_from_spec(
         spec: ``"name:key=value,..."`` or a mapping with a ``"name"`` key.
         kind: what is being built, for error messages (e.g. ``"topology"``).
         factories: normalized name -> factory reading its parameters from :class:`SpecParams`.
+        parameters: normalized name -> every parameter its factory reads; when a name is
+            listed, unknown parameters are refused before the factory runs (so a typo is
+            named rather than reported as a missing required parameter).
 
     Raises:
         ConfigurationError: unknown name (with the closest valid one suggested), unknown or
@@ -247,6 +271,8 @@ def build_from_spec(
     if factory is None:
         raise _unknown_name(kind, raw_name.strip(), factories)
     reader = SpecParams(kind, name, params)
+    if parameters is not None and name in parameters:
+        reader.expect(parameters[name])
     built = factory(reader)
     reader.finish()
     return built

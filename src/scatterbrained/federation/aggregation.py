@@ -20,6 +20,7 @@ from ..errors import ConfigurationError
 from ._spec import SpecParams, build_from_spec
 
 __all__ = [
+    "Aggregate",
     "Aggregator",
     "CenteredClipping",
     "Contribution",
@@ -28,6 +29,7 @@ __all__ = [
     "Mean",
     "Median",
     "TrimmedMean",
+    "aggregate",
     "aggregator_from_spec",
 ]
 
@@ -59,6 +61,40 @@ class Aggregator(Protocol):
             ConfigurationError: a contribution's names or shapes differ from ``local``'s.
         """
         ...
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The result of an aggregation and what it was made of.
+
+    Attributes:
+        arrays: the merged named arrays.
+        used: senders of the *other* contributions that the result is built from, in the
+            order offered (e.g. Krum lists only the models it selected; a coordinate-wise
+            rule lists every contribution, since each one can move a coordinate).
+    """
+
+    arrays: Arrays
+    used: tuple[str, ...]
+
+
+def aggregate(
+    aggregator: Aggregator, local: Contribution, others: Sequence[Contribution]
+) -> Aggregate:
+    """Run ``aggregator`` and report which of ``others`` it used.
+
+    Built-in aggregators report exactly (:meth:`Krum.aggregate`); for any other callable
+    every offered contribution counts as used.
+
+    Raises:
+        ConfigurationError: a contribution does not fit the local model.
+    """
+    method = getattr(aggregator, "aggregate", None)
+    if callable(method):
+        result = method(local, others)
+        if isinstance(result, Aggregate):
+            return result
+    return Aggregate(dict(aggregator(local, others)), tuple(o.sender for o in others))
 
 
 def _is_float(array: np.ndarray) -> bool:
@@ -222,12 +258,17 @@ class Krum:
 
     def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
         """Return the (Multi-)Krum arrays (see :class:`Aggregator`)."""
+        return self.aggregate(local, others).arrays
+
+    def aggregate(self, local: Contribution, others: Sequence[Contribution]) -> Aggregate:
+        """The (Multi-)Krum arrays and the senders of the selected models (local excluded)."""
         _validate(local, others)
         contributions = [local, *others]
         n = len(contributions)
-        chosen = self.select(local, others)[: self._count(n)]
+        chosen = sorted(self.select(local, others)[: self._count(n)])
         picked = [contributions[i] for i in chosen]
-        return _from_rows(local, picked, lambda rows: rows.mean(axis=0))
+        arrays = _from_rows(local, picked, lambda rows: rows.mean(axis=0))
+        return Aggregate(arrays, tuple(contributions[i].sender for i in chosen if i != 0))
 
     def _count(self, n: int) -> int:
         m = max(1, n - self.f) if self.m is None else self.m

@@ -7,6 +7,7 @@ decision only when it changes, so a manual mode stays until the policy changes i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -26,6 +27,7 @@ __all__ = [
     "ValidationThreshold",
     "after_epochs",
     "as_policy",
+    "callable_name",
     "policy_from_spec",
 ]
 
@@ -200,21 +202,39 @@ class ValidationThreshold:
         )
 
 
-def _to_mode(value: object, source: object) -> OperatingMode | None:
+def callable_name(fn: object) -> str:
+    """Return a short, address-free name for a callable, for logs and mode-switch reasons.
+
+    A function gives its qualified name (``main.<locals>.<lambda>``), a
+    :func:`functools.partial` ``partial(<name of its function>)``, a bound method
+    ``Class.method``, and a callable object its class's qualified name.
+    """
+    if isinstance(fn, functools.partial):
+        return f"partial({callable_name(fn.func)})"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(fn).__qualname__
+
+
+def _to_mode(value: object, source: str) -> OperatingMode | None:
     if value is None or isinstance(value, OperatingMode):
         return value
     if isinstance(value, str):
         try:
             return OperatingMode.parse(value)
         except ValueError as exc:
-            raise ConfigurationError(f"policy {source!r} returned {value!r}: {exc}") from None
+            raise ConfigurationError(f"policy {source} returned {value!r}: {exc}") from None
     raise ConfigurationError(
-        f"policy {source!r} must return an OperatingMode, a mode name or None, got {value!r}"
+        f"policy {source} must return an OperatingMode, a mode name or None, got {value!r}"
     )
 
 
 class FromCallable:
     """Wraps any ``(PolicyState) -> OperatingMode | str | None`` callable as a :class:`Policy`.
+
+    Its ``repr`` (the reason recorded with each mode switch, ``policy <repr>``) is the
+    callable's qualified name, e.g. ``main.<locals>.<lambda>`` (see :func:`callable_name`).
 
     Raises:
         ConfigurationError: (when called) the callable returned something that is no mode.
@@ -227,10 +247,10 @@ class FromCallable:
 
     def __call__(self, state: PolicyState) -> OperatingMode | None:
         """Return the callable's answer as an :class:`OperatingMode` (or ``None``)."""
-        return _to_mode(self.fn(state), self.fn)
+        return _to_mode(self.fn(state), callable_name(self.fn))
 
     def __repr__(self) -> str:
-        return f"FromCallable({self.fn!r})"
+        return callable_name(self.fn)
 
 
 class FirstOf:
@@ -303,6 +323,13 @@ _FACTORIES: dict[str, Callable[[SpecParams], Policy]] = {
     ),
     "validation-threshold": _validation_from_params,
 }
+#: Every parameter each factory reads (unknown ones are refused before it runs).
+_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "leech-until": ("samples", "then"),
+    "after-epochs": ("epochs", "then", "before"),
+    "after-seconds": ("seconds", "then", "before"),
+    "validation-threshold": ("accuracy", "loss", "then", "before"),
+}
 
 
 def policy_from_spec(spec: str | Mapping[str, Any]) -> Policy:
@@ -316,4 +343,4 @@ def policy_from_spec(spec: str | Mapping[str, Any]) -> Policy:
         ConfigurationError: unknown name (closest valid name suggested), unknown parameters
             or invalid values.
     """
-    return build_from_spec(spec, "policy", _FACTORIES)
+    return build_from_spec(spec, "policy", _FACTORIES, _PARAMETERS)

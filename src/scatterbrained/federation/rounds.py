@@ -1,4 +1,9 @@
-"""Which received updates to merge, for asynchronous gossip and for synchronous rounds.
+"""The pure decisions of a round: who to push to, who to wait for, which updates to merge.
+
+:func:`exchange_neighbours` turns the topology and the members' modes into this node's
+targets and sources, over the nodes that take part (those that send): a node that only
+receives (no model yet, LEECHING) hangs off the graph of the senders and never cuts an edge
+between two of them. :func:`has_quorum` is the ``min_peers`` rule of synchronous rounds.
 
 :class:`UpdateStore` keeps, per sender, the last few updates keyed by round (the sender's
 model version when it sent). Gossip takes the freshest unseen update of each in-neighbour;
@@ -13,7 +18,70 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StoredUpdate", "UpdateStore"]
+from ..types import OperatingMode
+from .privacy import PairingRule
+from .topology import Topology
+
+__all__ = [
+    "RESEND_AFTER_S",
+    "SeedLedger",
+    "StoredUpdate",
+    "UpdateStore",
+    "exchange_neighbours",
+    "has_quorum",
+]
+
+
+def exchange_neighbours(
+    me: str,
+    my_mode: OperatingMode,
+    peer_modes: Mapping[str, OperatingMode],
+    topology: Topology,
+    epoch: int,
+    *,
+    pairing: bool = False,
+) -> tuple[list[str], list[str]]:
+    """This node's targets (out-neighbours that receive) and sources (in-neighbours that send).
+
+    The graph is drawn over the *senders* (members whose announced mode sends, plus this
+    node if it sends). A node that only receives is placed into that graph one at a time,
+    only to find who sends to it, so it never takes a place that would cut an edge between
+    two senders (a newcomer or a LEECHING node in a ``Ring`` does not split the ring).
+
+    Args:
+        me: this node's id.
+        my_mode: this node's effective mode (a node without a model does not send).
+        peer_modes: each member's announced (effective) mode.
+        topology: the namespace's topology.
+        epoch: the round number the topology may use (e.g. ``RandomRegular`` redraws).
+        pairing: apply the paper's pairing rule (never both directions with one partner).
+
+    Returns:
+        ``(targets, sources)``, each sorted by id.
+    """
+    senders = {p for p, m in peer_modes.items() if m.sends}
+    receivers = {p for p, m in peer_modes.items() if m.receives}
+    if my_mode.sends:
+        nb = topology.neighbours(me, senders | {me}, epoch=epoch)
+        if pairing:
+            nb = PairingRule().split(me, nb, epoch)
+        targets = set(nb.out) & receivers
+        for peer in receivers - senders:  # receive-only members hang off the sender graph
+            if peer in topology.neighbours(me, senders | {me, peer}, epoch=epoch).out:
+                targets.add(peer)
+        sources = set(nb.inbound) & senders
+    else:
+        nb = topology.neighbours(me, senders | {me}, epoch=epoch)
+        targets, sources = set(), set(nb.inbound) & senders
+    return sorted(targets), sorted(sources)
+
+
+def has_quorum(arrived: Collection[str], expected: Collection[str], min_peers: int) -> bool:
+    """True when a synchronous round has the updates it needs to merge.
+
+    A round needs ``min_peers`` updates, or all expected ones when fewer are expected.
+    """
+    return len(arrived) >= min(min_peers, len(expected))
 
 
 @dataclass(frozen=True)
@@ -143,3 +211,48 @@ class UpdateStore:
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._by_sender.values())
+
+
+#: Seconds after each delivered send of a version before the next copy (then no more).
+RESEND_AFTER_S = (1.0, 4.0, 16.0)
+
+
+@dataclass
+class _Sent:
+    version: int
+    at: float
+    copies: int = 0
+
+
+class SeedLedger:
+    """What a seeding centre sent to whom, and the round number of its current version."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, _Sent] = {}
+        self._version = -1
+        self._round = -1
+
+    def round_for(self, version: int, global_round: int) -> int:
+        """The round a version is sent as: fixed per version, after every earlier round."""
+        if version != self._version:
+            self._version, self._round = version, max(global_round + 1, version)
+        return self._round
+
+    def due(self, peer: str, version: int, now: float) -> bool:
+        """True when ``peer`` should be sent ``version`` now (``now`` in monotonic seconds)."""
+        sent = self._sent.get(peer)
+        if sent is None or sent.version != version:
+            return True
+        return sent.copies < len(RESEND_AFTER_S) and now - sent.at >= RESEND_AFTER_S[sent.copies]
+
+    def delivered(self, peer: str, version: int, now: float) -> None:
+        """Record a send of ``version`` to ``peer`` that the transport accepted."""
+        sent = self._sent.get(peer)
+        if sent is not None and sent.version == version:
+            sent.at, sent.copies = now, sent.copies + 1
+        else:
+            self._sent[peer] = _Sent(version, now)
+
+    def forget(self, peer: str) -> None:
+        """``peer`` left or restarted: it is sent the current version again when back."""
+        self._sent.pop(peer, None)

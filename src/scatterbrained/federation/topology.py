@@ -8,6 +8,7 @@ means ``a`` sends its parameters to ``b``. There are never self-loops.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,10 +30,17 @@ __all__ = [
     "Ring",
     "Star",
     "Topology",
+    "check_node_ids",
+    "named_nodes",
     "topology_from_spec",
 ]
 
+logger = logging.getLogger(__name__)
+
 Edge = tuple[str, str]
+
+#: Node ids a :class:`Graph` warns about (once each) before it stops warning.
+_MAX_WARNED_NODES = 64
 
 
 @dataclass(frozen=True)
@@ -299,6 +307,13 @@ class Graph(_EdgeRule):
                 pairs.add((edge[0], edge[1]))
         self.directed = bool(directed)
         self._edges = frozenset(pairs if directed else _undirected(pairs))
+        self._nodes = frozenset(x for edge in self._edges for x in edge)
+        self._warned: set[str] = set()
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """Every node id that appears in an edge."""
+        return self._nodes
 
     @classmethod
     def from_networkx(cls, graph: Any) -> Graph:
@@ -337,13 +352,92 @@ class Graph(_EdgeRule):
         present = set(members)
         return {(a, b) for a, b in self._edges if a in present and b in present}
 
+    def neighbours(self, node: str, members: Collection[str], epoch: int = 0) -> Neighbours:
+        """Return ``node``'s neighbours; warn once when no edge names ``node`` at all.
+
+        Such a node exchanges with nobody and trains alone, which is almost always a typo in
+        the edges or in the node's id.
+        """
+        unseen = node not in self._nodes and node not in self._warned
+        if unseen and len(self._warned) < _MAX_WARNED_NODES:
+            self._warned.add(node)
+            logger.warning(
+                "Graph topology has no edge naming node %r (its nodes: %s): this node "
+                "exchanges with nobody and trains alone; name it in an edge or give the "
+                "node one of those ids",
+                node,
+                _show_ids(self._nodes) or "none",
+            )
+        return super().neighbours(node, members, epoch)
+
     def __repr__(self) -> str:
         return f"Graph({sorted(self._edges)!r}, directed={self.directed})"
 
 
+def _show_ids(ids: Collection[str], limit: int = 10) -> str:
+    ordered = sorted(ids)
+    if len(ordered) <= limit:
+        return ", ".join(ordered)
+    return f"{', '.join(ordered[: limit - 2])}, ..., {ordered[-1]} ({len(ordered)} ids)"
+
+
+def named_nodes(topology: Topology) -> frozenset[str]:
+    """Return the node ids ``topology`` names explicitly.
+
+    A :class:`Graph`'s nodes, a :class:`Star`'s configured centre, the hubs and group members
+    of :class:`Neighbourhoods`; empty for rules that name no node (ring, grid, ...).
+    """
+    if isinstance(topology, Graph):
+        return topology.nodes
+    if isinstance(topology, Star):
+        return frozenset() if topology.hub is None else frozenset({topology.hub})
+    if isinstance(topology, Neighbourhoods):
+        return frozenset(topology.hubs) | {n for group in topology.groups for n in group}
+    return frozenset()
+
+
+def check_node_ids(topology: Topology, ids: Collection[str], *, name: str | None = None) -> None:
+    """Check that every node id ``topology`` names is one of ``ids``.
+
+    Use it where the node ids are known in advance (a simulation's ``n000``, ``n001``, ...):
+    an edge or hub naming an id that no node has leaves nodes without neighbours.
+
+    Args:
+        topology: the topology to check (see :func:`named_nodes`).
+        ids: the ids of every node of the federation.
+        name: how to name the topology in the message (default ``topology <class name>``),
+            e.g. the spec it was built from.
+
+    Raises:
+        ConfigurationError: the topology names unknown ids; the message lists them and the
+            valid ones.
+    """
+    unknown = named_nodes(topology) - set(ids)
+    if not unknown:
+        return
+    valid = _show_ids(ids) or "none"
+    first = sorted(ids)[:2]
+    hint = ""
+    if isinstance(topology, Graph) and len(first) == 2:
+        hint = f" (e.g. graph:edges={first[0]}~{first[1]})"
+    elif isinstance(topology, Star) and first:
+        hint = f" (e.g. star:center={first[0]})"
+    raise ConfigurationError(
+        f"{name or 'topology ' + type(topology).__name__} names node id(s) "
+        f"{', '.join(sorted(unknown))} "
+        f"that no node has; valid node ids: {valid}; use those ids{hint}"
+    )
+
+
 def _graph_from_params(p: SpecParams) -> Graph:
     pairs = []
-    for item in p.texts("edges") or []:  # ids may contain '-', so edges are 'a>b' or 'a~b'
+    items = p.texts("edges")
+    if not items:
+        raise ConfigurationError(
+            "topology 'graph' needs parameter 'edges' with at least one edge, none given "
+            "(e.g. 'graph:edges=a~b|b~c'; 'a>b' is one-way with directed=true)"
+        )
+    for item in items:  # ids may contain '-', so edges are 'a>b' or 'a~b'
         a, sep, b = item.replace("->", ">").replace("~", ">").partition(">")
         if not sep:
             raise ConfigurationError(f"graph edge must look like 'a>b' or 'a~b', got {item!r}")
@@ -375,6 +469,18 @@ _FACTORIES: dict[str, Callable[[SpecParams], Topology]] = {
 }
 _FACTORIES["full"] = _FACTORIES["complete"] = _FACTORIES["fully-connected"]
 _FACTORIES["neighborhoods"] = _FACTORIES["neighbourhoods"]
+#: Every parameter each factory reads (unknown ones are refused before it runs).
+_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "fully-connected": (),
+    "star": ("center",),
+    "ring": ("bidirectional",),
+    "grid": ("cols",),
+    "neighbourhoods": ("hubs", "groups"),
+    "random-regular": ("k", "seed", "redraw_every"),
+    "graph": ("edges", "directed"),
+}
+_PARAMETERS["full"] = _PARAMETERS["complete"] = _PARAMETERS["fully-connected"]
+_PARAMETERS["neighborhoods"] = _PARAMETERS["neighbourhoods"]
 
 
 def topology_from_spec(spec: str | Mapping[str, Any] | Topology) -> Topology:
@@ -392,4 +498,4 @@ def topology_from_spec(spec: str | Mapping[str, Any] | Topology) -> Topology:
     """
     if isinstance(spec, Topology) and not isinstance(spec, (str, Mapping)):
         return spec
-    return build_from_spec(spec, "topology", _FACTORIES)
+    return build_from_spec(spec, "topology", _FACTORIES, _PARAMETERS)

@@ -2,7 +2,10 @@
 
 The file format (an ``.npz`` written atomically, weights as arrays, metadata as JSON) is
 :mod:`scatterbrained.checkpoint`'s; this module decides what a learner saves and how it comes
-back: weights, optimizer state, epochs done, model version, samples seen, mode and history.
+back: weights, optimizer state, epochs done, model version, round, samples seen, mode and
+history. A restore is all or nothing: the whole file is read and checked (shapes, finite
+weights, metadata) before anything of the learner changes; the restored mode is announced to
+the peers like any other switch.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, WireError
-from ..history import EpochRecord, History
+from ..history import EpochRecord
+from ..learning_options import LearningOptions
 from ..types import OperatingMode
 from ..wire.codec import check_specs
+from .exchange import all_finite
+from .port import FederationPort
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -23,19 +29,22 @@ if TYPE_CHECKING:
 __all__ = ["checkpoint_path", "restore_learner", "save_learner"]
 
 
-def checkpoint_path(learner: Learner) -> Path | None:
-    """Where ``checkpoint_dir`` keeps this learner's checkpoint, or ``None`` without one.
+def checkpoint_path(options: LearningOptions, port: FederationPort) -> Path | None:
+    """Where ``checkpoint_dir`` keeps this namespace's checkpoint, or ``None`` without one.
 
     One file per node id and namespace name (unsafe characters replaced by ``_``).
     """
-    if learner.options.checkpoint_dir is None:
+    if options.checkpoint_dir is None:
         return None
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in learner.ns.name)
-    return Path(learner.options.checkpoint_dir) / f"{learner.ns.node.id}-{safe}.ckpt.npz"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in port.name)
+    return Path(options.checkpoint_dir) / f"{port.node_id}-{safe}.ckpt.npz"
 
 
 async def save_learner(learner: Learner, path: str | Path) -> Path:
-    """Save weights, optimizer state, epoch, version and mode atomically; return the path.
+    """Save weights, optimizer state, epoch, version, round and mode atomically.
+
+    Returns:
+        The path written.
 
     Raises:
         ConfigurationError: there is no model yet.
@@ -43,34 +52,38 @@ async def save_learner(learner: Learner, path: str | Path) -> Path:
     """
     from ..checkpoint import save_checkpoint
 
-    adapter = learner.adapter
+    state = learner.state
+    adapter = state.adapter
     if adapter is None:
         raise ConfigurationError("nothing to checkpoint: the namespace has no model yet")
     meta = {
-        "namespace": learner.ns.name,
+        "namespace": learner.port.name,
         "epochs_done": learner.epochs_done,
-        "version": learner.version,
-        "samples_seen": learner.samples_seen,
-        "local_samples": learner.local_samples,
-        "mode": learner.ns.mode.value,
-        "history": learner.history.to_dicts(),
+        "version": state.version,
+        "round": learner.exchange.round,
+        "samples_seen": state.samples_seen,
+        "local_samples": state.local_samples,
+        "mode": learner.port.mode.value,
+        "history": learner.history_dicts(),
     }
     extra = adapter.checkpoint_state()
     arrays = adapter.get_arrays()
-    state = extra if any(value is not None for value in extra.values()) else None
-    return await asyncio.to_thread(save_checkpoint, path, arrays, meta, state)
+    optimizer = extra if any(value is not None for value in extra.values()) else None
+    return await asyncio.to_thread(save_checkpoint, path, arrays, meta, optimizer)
 
 
 async def restore_learner(learner: Learner, path: str | Path) -> None:
-    """Load a checkpoint written by :func:`save_learner` into ``learner``.
+    """Load a checkpoint written by :func:`save_learner` into ``learner``, all or nothing.
 
     Raises:
-        ConfigurationError: no model to load into, or the checkpoint does not fit it.
+        ConfigurationError: no model to load into, or the checkpoint does not fit it, holds
+            non-finite weights or unreadable metadata (nothing was changed).
         FileNotFoundError: no file at ``path``.
     """
     from ..checkpoint import load_checkpoint
 
-    adapter = learner.adapter
+    state = learner.state
+    adapter = state.adapter
     if adapter is None:
         raise ConfigurationError("restore needs a model: pass model= to node.namespace()")
     arrays, meta, extra = await asyncio.to_thread(load_checkpoint, path)
@@ -78,16 +91,47 @@ async def restore_learner(learner: Learner, path: str | Path) -> None:
         check_specs(arrays, adapter.array_specs())
     except WireError as exc:
         raise ConfigurationError(f"checkpoint {path} does not fit the model: {exc}") from None
-    adapter.set_arrays(arrays)
-    if extra is not None:
-        adapter.load_checkpoint_state(extra)
-    learner.epochs_done = int(meta["epochs_done"])
-    learner.version = int(meta["version"])
-    learner.samples_seen = int(meta["samples_seen"])
-    learner.local_samples = int(meta.get("local_samples", 0))
-    learner.history = History([_record_from_dict(r) for r in meta.get("history", [])])
-    learner.ns._modes.set_manual(OperatingMode.parse(meta["mode"]), "restored from checkpoint")
-    learner.publish()
+    if not all_finite(arrays):
+        raise ConfigurationError(f"checkpoint {path} holds NaN or infinite weights; not restored")
+    parsed = _parse_meta(meta, path)
+    previous = adapter.get_arrays()
+    try:
+        adapter.set_arrays(arrays)
+        if extra is not None:
+            adapter.load_checkpoint_state(extra)
+    except Exception as exc:
+        adapter.set_arrays(previous)
+        raise ConfigurationError(f"checkpoint {path} could not be loaded: {exc}") from None
+    state.samples_seen = parsed["samples_seen"]
+    state.local_samples = parsed["local_samples"]
+    state.commit("restore", version=parsed["version"])
+    learner.restored_history(parsed["history"])
+    learner.restored(parsed["epochs_done"], parsed["round"], parsed["mode"])
+
+
+def _parse_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """Check and convert the metadata; raise before anything is applied."""
+    try:
+        return {
+            "epochs_done": _count(meta["epochs_done"]),
+            "version": _count(meta["version"]),
+            "round": _count(meta.get("round", meta["version"])),
+            "samples_seen": _count(meta["samples_seen"]),
+            "local_samples": _count(meta.get("local_samples", 0)),
+            "mode": OperatingMode.parse(meta["mode"]),
+            "history": [_record_from_dict(r) for r in meta.get("history", [])],
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"checkpoint {path} has unreadable metadata ({type(exc).__name__}: {exc}); "
+            "delete it or restore another file"
+        ) from None
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise ValueError(f"expected a count 0..2**62, got {value!r}")
+    return value
 
 
 def _record_from_dict(data: Mapping[str, Any]) -> EpochRecord:

@@ -1,10 +1,13 @@
-"""Sharing and merging weights: gossip, synchronous rounds and the centralized star.
+"""The exchange toolkit that every round protocol is built from: who, push, wait, take, merge.
 
-An :class:`Exchange` belongs to one :class:`~scatterbrained.learning.learner.Learner` and
-works on its model. At each sync point :meth:`Exchange.run` shares and merges once as the
-namespace's mode and topology say; :meth:`Exchange.serve_pass` is the same for a node that
-only serves. Nothing waits on one peer without a timeout; a peer that leaves is dropped from
-every wait (:meth:`Exchange.wake` makes waits re-check who is still there).
+An :class:`Exchange` belongs to one learner. It holds what arrives (an
+:class:`~scatterbrained.federation.rounds.UpdateStore`), the round counter of this node, and
+the small operations the protocols of :mod:`.protocols` combine: :meth:`Exchange.neighbours`,
+:meth:`Exchange.push`, :meth:`Exchange.wait_for`, :meth:`Exchange.finite` and
+:meth:`Exchange.merge`. It reaches the namespace only through the
+:class:`~.port.FederationPort` and changes the model only through
+:class:`~.model_state.ModelState`. Nothing waits on one peer without a deadline; a peer that
+leaves is dropped from every wait (:meth:`Exchange.wake`).
 """
 
 from __future__ import annotations
@@ -13,221 +16,109 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._tasks import Pulse
 from ..errors import WireError
-from ..federation.aggregation import Contribution
-from ..federation.rounds import StoredUpdate, UpdateStore
-from ..peers import PeerRecord
+from ..events import Merged, RoundTimedOut, UpdateDropped, UpdateReceived
+from ..federation.aggregation import Contribution, aggregate
+from ..federation.rounds import (
+    SeedLedger,
+    StoredUpdate,
+    UpdateStore,
+    exchange_neighbours,
+    has_quorum,
+)
+from ..learning_options import LearningOptions
 from ..types import OperatingMode
 from ..wire.codec import check_specs
 from ..wire.limits import check_all_finite
 from ..wire.messages import ModelUpdate
-from .seeding import SeedLedger
-
-if TYPE_CHECKING:
-    from .learner import Learner
+from .model_state import MERGE_TOLERANCE, Arrays, ModelState
+from .port import FederationPort
 
 __all__ = ["Arrays", "Exchange", "all_finite"]
 
 logger = logging.getLogger(__name__)
-
-Arrays = dict[str, np.ndarray]
 
 #: The round number a centre waits for: any update at all (clients count their own rounds).
 ANY_ROUND = -(2**62)
 
 
 class Exchange:
-    """The federation side of a learner: who to push to, what to wait for, what to merge.
+    """The federation side of a learner.
 
     Args:
-        learner: the learner whose model is shared and merged into.
+        port: the namespace, as the learning code sees it.
+        state: the model state that merges change.
+        options: the namespace's learning options.
+
+    Attributes:
+        round: this node's round counter: one per sync point; synchronous rounds are numbered
+            by it (a node that fell behind adopts the round its neighbours are in).
+        global_round: the last round of a centre's model adopted (star clients).
+        global_source: the centre whose rounds ``global_round`` counts.
     """
 
-    def __init__(self, learner: Learner) -> None:
-        self.learner = learner
-        self.ns = learner.ns
-        self.options = learner.options
-        self.store = UpdateStore(max_age_s=learner.options.max_staleness_s)
+    def __init__(self, port: FederationPort, state: ModelState, options: LearningOptions) -> None:
+        self.port = port
+        self.state = state
+        self.options = options
+        self.store = UpdateStore(max_age_s=options.max_staleness_s)
         self.lock = asyncio.Lock()
         self.arrival = Pulse()
+        self.round = 0
         self.global_round = -1
-        self.global_source: str | None = None  # the centre whose rounds global_round counts
-        self.seeds = SeedLedger()  # what this node sent as a SEEDING centre
+        self.global_source: str | None = None
+        #: The weights at the start of this epoch (the privacy mechanism's reference).
+        self.reference: Arrays | None = None
+        #: Per target, the model version last pushed to it (a serving node pushes only
+        #: versions a target has not had). Bounded by the members: forgotten on leave.
+        self.pushed: dict[str, int] = {}
+        #: What this node sent as a SEEDING centre.
+        self.seeds = SeedLedger()
 
     # ------------------------------------------------------------------ who
 
+    def effective_mode(self) -> OperatingMode:
+        """This node's mode as far as weights go: a node without a model sends nothing."""
+        mode = self.port.mode
+        if self.state.has_model or not mode.sends:
+            return mode
+        return OperatingMode.LEECHING if mode.receives else OperatingMode.OFFLINE
+
     def neighbours(self) -> tuple[list[str], list[str]]:
         """(targets, sources): out-neighbours that receive, in-neighbours that send."""
-        me = self.ns.node.id
-        members = set(self.ns._members)
-        nb = self.ns.topology.neighbours(me, members | {me}, epoch=self.learner.version)
-        if self.options.pairing:
-            from ..federation.privacy import PairingRule
-
-            nb = PairingRule().split(me, nb, self.learner.version)
-        targets, sources = [], []
-        for peer in sorted(members):
-            mode = self.ns.peer_mode(peer)
-            if mode is None:
-                continue
-            if peer in nb.out and mode.receives:
-                targets.append(peer)
-            if peer in nb.inbound and mode.sends:
-                sources.append(peer)
-        return targets, sources
+        return exchange_neighbours(
+            self.port.node_id,
+            self.effective_mode(),
+            self.port.peer_modes(),
+            self.port.topology,
+            self.round,
+            pairing=self.options.pairing,
+        )
 
     def center(self) -> str | None:
         """The centre of a synchronous centralized topology (e.g. ``Star``), else ``None``."""
         if not self.options.sync:
             return None
-        me = self.ns.node.id
-        center: str | None = self.ns.topology.center(set(self.ns._members) | {me})
+        members = set(self.port.peer_modes()) | {self.port.node_id}
+        center: str | None = self.port.topology.center(members)
         return center
 
     def members_that_send(self) -> list[str]:
         """Members (sorted by id) whose announced mode sends weights."""
-        return [p for p in sorted(self.ns._members) if self.still_sends(p)]
+        return sorted(p for p, m in self.port.peer_modes().items() if m.sends)
 
     def members_that_receive(self) -> list[str]:
         """Members (sorted by id) whose announced mode receives weights."""
-        return [
-            p
-            for p in sorted(self.ns._members)
-            if (m := self.ns.peer_mode(p)) is not None and m.receives
-        ]
+        return sorted(p for p, m in self.port.peer_modes().items() if m.receives)
 
     def still_sends(self, peer: str) -> bool:
         """True while ``peer`` is a member whose announced mode sends weights."""
-        mode = self.ns.peer_mode(peer) if peer in self.ns._members else None
+        mode = self.port.peer_modes().get(peer)
         return mode is not None and mode.sends
-
-    # ------------------------------------------------------------------ one exchange
-
-    async def run(self, trained: bool) -> list[str]:
-        """Share and merge once; return the ids merged from. Bumps the learner's version."""
-        learner = self.learner
-        async with self.lock:
-            merged: list[str] = []
-            if self.ns.mode is not OperatingMode.OFFLINE and learner.adapter is not None:
-                center = self.center()
-                if center is not None:
-                    merged = await self._central_round(center, trained)
-                else:
-                    merged = await self._gossip_round()
-            learner.version += 1
-            learner.publish()
-            return merged
-
-    async def _gossip_round(self) -> list[str]:
-        learner = self.learner
-        assert learner.adapter is not None
-        mode = self.ns.mode
-        round_ = learner.version
-        local = learner.adapter.get_arrays()
-        targets, sources = self.neighbours()
-        if mode.sends and targets:
-            await self.push(targets, self.outgoing(local), round_)
-        if not mode.receives or not sources:
-            return []
-        if self.options.sync:
-            await self.wait_for(sources, round_, self.options.round_timeout)
-            if not self._quorum(self.store.senders_with_round(sources, round_), sources):
-                return []
-            updates = self.finite(self.store.take_round(sources, round_, time.monotonic()))
-            # A node that fell behind (restart, pause) adopts the round its neighbours are in.
-            learner.version = max([learner.version, *(u.round for u in updates)])
-        else:
-            if self.options.gossip_wait > 0:
-                await self.wait_for(sources, round_, self.options.gossip_wait)
-            updates = self.finite(self.store.take_fresh(sources, time.monotonic()))
-        return self.merge(local, updates)
-
-    async def _central_round(self, center: str, trained: bool) -> list[str]:
-        """Centralized FedAvg: the centre aggregates, the clients adopt its model."""
-        adapter = self.learner.adapter
-        assert adapter is not None
-        mode = self.ns.mode
-        if center == self.ns.node.id:
-            return await self.aggregate_as_center(trained)
-        if center not in self.ns._members:
-            logger.info("namespace %s: centre %s absent; training alone", self.ns.name, center)
-            return []
-        center_mode = self.ns.peer_mode(center)
-        aggregates = center_mode is not None and center_mode.receives
-        if mode.sends and aggregates:
-            await self.push([center], self.outgoing(adapter.get_arrays()), self.learner.version)
-        if not mode.receives:
-            return []
-        # A centre that does not aggregate (SEEDING) sends its model when it changes: take a
-        # new one if it came, but do not wait for a round result that is never computed.
-        deadline = time.monotonic() + (self.options.round_timeout if aggregates else 0.0)
-        while True:
-            # A seeding centre's model is current until it sends a newer one: no age bound.
-            now = time.monotonic()
-            taken = self.store.take_fresh([center], now, any_age=not aggregates)
-            updates = [u for u in self.finite(taken) if u.round > self.global_round]
-            if updates:
-                adapter.set_arrays(updates[-1].arrays)
-                self.global_round = updates[-1].round
-                self.global_source = center
-                return [center]
-            if not await self.arrival.wait_until(deadline) or not self.still_sends(center):
-                if aggregates:
-                    logger.info(
-                        "namespace %s: no global model from %s in time", self.ns.name, center
-                    )
-                return []
-
-    async def aggregate_as_center(self, trained: bool) -> list[str]:
-        """One round at the centre: wait for client updates, aggregate, send the result back.
-
-        Args:
-            trained: the centre trained since the last round (its own weights count as one
-                contribution); a centre that only serves aggregates the clients' alone.
-
-        Returns:
-            The clients merged from (empty when the round had too few updates).
-        """
-        adapter = self.learner.adapter
-        assert adapter is not None
-        senders = self.members_that_send() if self.ns.mode.receives else []
-        await self.wait_for(senders, ANY_ROUND, self.options.round_timeout)
-        if not self._quorum(self.store.senders_with_round(senders, ANY_ROUND), senders):
-            return []
-        updates = self.finite(self.store.take_fresh(senders, time.monotonic()))
-        if not updates and not trained:
-            return []
-        contributions = [Contribution(u.arrays, u.samples, u.sender) for u in updates]
-        if trained or not updates:
-            own = self._own_contribution(adapter.get_arrays())
-            adapter.set_arrays(self.ns.aggregator(own, contributions))
-        else:
-            adapter.set_arrays(self.ns.aggregator(contributions[0], contributions[1:]))
-        # Rounds follow the (checkpointed) version, so clients that synced from this centre
-        # or saw it before a restart never wait for round numbers it already used.
-        self.global_round = max(self.global_round + 1, self.learner.version)
-        receivers = self.members_that_receive()
-        if self.ns.mode.sends and receivers:
-            await self.push(receivers, adapter.get_arrays(), self.global_round)
-        return [u.sender for u in updates]
-
-    def _quorum(self, arrived: set[str], expected: list[str]) -> bool:
-        """True when a synchronous round has the ``min_peers`` updates it needs to merge."""
-        needed = min(self.options.min_peers, len(expected))
-        if len(arrived) >= needed:
-            return True
-        logger.info(
-            "namespace %s: round has %d of the %d updates min_peers asks for; not merging",
-            self.ns.name,
-            len(arrived),
-            needed,
-        )
-        return False
 
     # ------------------------------------------------------------------ merge
 
@@ -243,24 +134,49 @@ class Exchange:
             if all_finite(update.arrays):
                 usable.append(update)
             else:
-                self.ns.node.stats.dropped["non_finite"] += 1
+                self.port.emit(
+                    UpdateDropped(self.port.node_id, self.port.name, update.sender, "non_finite")
+                )
                 logger.warning(
-                    "namespace %s: dropped non-finite weights from %s", self.ns.name, update.sender
+                    "namespace %s: dropped non-finite weights from %s",
+                    self.port.name,
+                    update.sender,
                 )
         return usable
 
-    def merge(self, local: Arrays, updates: list[StoredUpdate]) -> list[str]:
-        """Aggregate ``local`` with ``updates`` into the model; return the senders merged."""
+    def merge(self, updates: list[StoredUpdate], round_: int) -> list[str]:
+        """Aggregate the model with ``updates``; return the senders the aggregator used.
+
+        A result within :data:`~.model_state.MERGE_TOLERANCE` of the published weights is no
+        change (the version stays and nothing will be pushed for it).
+        """
         if not updates:
             return []
-        adapter = self.learner.adapter
-        assert adapter is not None
+        own = self.own_contribution(self.state.current())
         others = [Contribution(u.arrays, u.samples, u.sender) for u in updates]
-        adapter.set_arrays(self.ns.aggregator(self._own_contribution(local), others))
-        return [u.sender for u in updates]
+        result = aggregate(self.port.aggregator, own, others)
+        changed = self.state.commit("merge", result.arrays, tolerance=MERGE_TOLERANCE)
+        offered = tuple(u.sender for u in updates)
+        self.port.emit(
+            Merged(self.port.node_id, self.port.name, round_, offered, result.used, changed)
+        )
+        return list(result.used)
 
-    def _own_contribution(self, local: Arrays) -> Contribution:
-        return Contribution(local, max(self.learner.local_samples, 0), self.ns.node.id)
+    def own_contribution(self, local: Arrays) -> Contribution:
+        """This node's weights as one contribution (weighted by its last epoch's samples)."""
+        return Contribution(local, max(self.state.local_samples, 0), self.port.node_id)
+
+    def quorum(self, arrived: set[str], expected: list[str]) -> bool:
+        """True when a synchronous round has the ``min_peers`` updates it needs to merge."""
+        if has_quorum(arrived, expected, self.options.min_peers):
+            return True
+        logger.info(
+            "namespace %s: round has %d of the updates min_peers=%d asks for; not merging",
+            self.port.name,
+            len(arrived),
+            self.options.min_peers,
+        )
+        return False
 
     # ------------------------------------------------------------------ push and wait
 
@@ -269,25 +185,29 @@ class Exchange:
         privacy = self.options.privacy
         if privacy is None:
             return local
-        reference = self.learner.reference if self.learner.reference is not None else local
+        reference = self.reference if self.reference is not None else local
         return dict(privacy.apply(local, reference))
 
     async def push(self, targets: list[str], arrays: Arrays, round_: int) -> list[str]:
-        """Send ``arrays`` as this node's update for ``round_`` to every target still here.
+        """Send ``arrays`` as this node's update for ``round_`` to every target.
+
+        Sends to all targets concurrently, each bounded by the transport's send timeout.
 
         Returns:
             The targets the transport accepted it for (queued to their connection).
         """
         update = ModelUpdate(
-            version=self.learner.version,
-            samples=max(self.learner.local_samples, 0),
-            mode=self.ns.mode.value,
+            version=self.state.version,
+            samples=max(self.state.local_samples, 0),
+            mode=self.effective_mode().value,
             arrays=arrays,
             round=round_,
         )
-        records = [r for p in targets if (r := self.ns.node.peers.get(p)) is not None]
-        sent = await asyncio.gather(*(self.ns._send(r, update) for r in records))
-        return [r.id for r, ok in zip(records, sent, strict=True) if ok]
+        sent = await asyncio.gather(*(self.port.send(p, update) for p in targets))
+        delivered = [p for p, ok in zip(targets, sent, strict=True) if ok]
+        for peer in delivered:
+            self.pushed[peer] = update.version
+        return delivered
 
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
         """Wait until every present source has an update for ``round_`` (at most ``timeout`` s)."""
@@ -298,9 +218,18 @@ class Exchange:
             if len(have) == len(present):
                 return
             if not await self.arrival.wait_until(deadline):
+                self.port.emit(
+                    RoundTimedOut(
+                        self.port.node_id,
+                        self.port.name,
+                        round_,
+                        tuple(present),
+                        tuple(sorted(have)),
+                    )
+                )
                 logger.info(
                     "namespace %s: round %d timed out with %d of %d peers",
-                    self.ns.name,
+                    self.port.name,
                     round_,
                     len(have),
                     len(present),
@@ -313,29 +242,44 @@ class Exchange:
 
     # ------------------------------------------------------------------ inbound
 
-    def accept(self, record: PeerRecord, update: ModelUpdate, now: float) -> str | None:
+    def accept(
+        self, sender: str, announced: OperatingMode | None, update: ModelUpdate
+    ) -> str | None:
         """Store a peer's weights for merging; return a drop reason or ``None``."""
-        if not self.ns.mode.receives:
+        reason = self._refusal(announced, update)
+        if reason is None:
+            round_ = update.round if update.round >= 0 else update.version
+            stored = StoredUpdate(
+                sender, round_, max(update.samples, 0), update.arrays, time.monotonic()
+            )
+            if self.store.offer(stored):
+                self.port.emit(
+                    UpdateReceived(
+                        self.port.node_id, self.port.name, sender, round_, stored.samples
+                    )
+                )
+                self.wake()
+                return None
+            reason = "stale"
+        self.port.emit(UpdateDropped(self.port.node_id, self.port.name, sender, reason))
+        return reason
+
+    def _refusal(self, announced: OperatingMode | None, update: ModelUpdate) -> str | None:
+        if not self.port.mode.receives:
             return "mode"
         try:
             sender_mode = OperatingMode.parse(update.mode)
         except ValueError:
             return "sender_mode"
-        announced = record.mode_in(self.ns.name)
         if not sender_mode.sends or announced is None or not announced.sends:
             return "sender_mode"
-        adapter = self.learner.adapter
+        adapter = self.state.adapter
         if adapter is None:
             return "no_model"
         try:
             check_specs(update.arrays, adapter.array_specs())
         except WireError:
             return "specs"
-        round_ = update.round if update.round >= 0 else update.version
-        stored = StoredUpdate(record.id, round_, max(update.samples, 0), update.arrays, now)
-        if not self.store.offer(stored):
-            return "stale"
-        self.wake()
         return None
 
     def forget(self, peer_id: str) -> None:
@@ -346,6 +290,7 @@ class Exchange:
         restarted counts its global rounds afresh.
         """
         self.store.reset_sender(peer_id)
+        self.pushed.pop(peer_id, None)
         self.seeds.forget(peer_id)
         if peer_id == self.global_source:
             self.global_source, self.global_round = None, -1

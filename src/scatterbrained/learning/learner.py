@@ -1,46 +1,61 @@
 """The learner: local training in a worker thread, federation on the event loop.
 
 A :class:`Learner` is the learning side of a namespace (reached through ``Namespace``'s
-``train``, ``serve``, ``sync_model``, ``checkpoint`` and ``restore``). It owns the model
-adapter and the model's version; :class:`~.exchange.Exchange` shares and merges weights,
-:class:`~.model_sharing.ModelSharing` answers and sends model requests,
-:mod:`~.checkpointing` saves and restores its state.
+``train``, ``serve``, ``sync_model``, ``checkpoint`` and ``restore``). It reaches the
+namespace only through a :class:`~.port.FederationPort`; the model's weights and version
+belong to its :class:`~.model_state.ModelState`; at each sync point it runs the round
+protocol that :func:`~.protocols.choose_step` picks; :class:`~.model_sharing.ModelSharing`
+answers and sends model requests; :mod:`~.checkpointing` saves and restores its state.
+
+Every awaitable here is cancellable at any point: a cancelled ``train`` stops its worker
+thread at the next optimizer step (the epoch is not counted) before the cancellation
+propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError
+from ..events import EpochDone
 from ..federation.policies import PolicyState
-from ..history import EpochRecord, History
+from ..history import EpochRecord
 from ..learning_options import LearningOptions
-from ..peers import PeerRecord
-from ..wire.codec import compute_digest
+from ..types import OperatingMode
 from ..wire.messages import ModelOffer, ModelRequest, ModelUnavailable, ModelUpdate
-from . import checkpointing, serving
-from .exchange import Arrays, Exchange
+from . import checkpointing
+from .exchange import Exchange
 from .model_sharing import ModelSharing
+from .model_state import ModelState
+from .port import FederationPort
+from .protocols import choose_step, serving
 
 if TYPE_CHECKING:
     from ..adapters.base import ModelAdapter
-    from ..namespace import Namespace
 
-__all__ = ["Learner"]
+__all__ = ["Learner", "TrainingStopped"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TrainingStopped(Exception):
+    """Raised inside the training thread to stop it at the next step (``train`` cancelled)."""
 
 
 class Learner:
     """The learning side of a namespace.
 
     Args:
-        ns: the namespace it learns in.
+        port: the namespace, as the learning code sees it.
         model: the caller's model (any framework an adapter supports), or ``None`` for a
             newcomer that will ``sync_model()``.
         create_optimizer: ``callable(model) -> optimizer`` (framework-specific), or ``None``.
@@ -53,70 +68,63 @@ class Learner:
 
     def __init__(
         self,
-        ns: Namespace,
+        port: FederationPort,
         model: Any,
         create_optimizer: Any,
         loss: Any,
         options: LearningOptions,
     ) -> None:
-        self.ns = ns
+        self.port = port
         self.options = options
         self.create_optimizer = create_optimizer
         self.loss = loss
-        self.adapter: ModelAdapter | None = None
-        if model is not None:
-            self.adapter = _adapt(model, create_optimizer, loss, options)
-        self.version = 0
+        adapter = _adapt(model, create_optimizer, loss, options) if model is not None else None
+        self.state = ModelState(adapter, port.emit, port.node_id, port.name)
         self.epochs_done = 0
-        self.samples_seen = 0
-        self.local_samples = 0
-        self.history = History()
-        self.published: Arrays | None = None  # what is served and pushed until the next change
-        self.reference: Arrays | None = None  # the weights at the start of this epoch
-        self._digest: bytes | None = None  # of the published weights; reset by publish
         self._started_at = time.monotonic()
         self._last_val: tuple[float | None, float | None] = (None, None)
-        self.exchange = Exchange(self)
-        self.sharing = ModelSharing(self)
+        self.exchange = Exchange(port, self.state, options)
+        self.sharing = ModelSharing(
+            port, self.state, self.exchange, options, create_optimizer, loss
+        )
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ views
+
+    @property
+    def adapter(self) -> ModelAdapter | None:
+        """The model adapter, or ``None`` before a model is set or synced."""
+        return self.state.adapter
 
     @property
     def model(self) -> Any:
         """The wrapped model, or ``None``."""
-        return self.adapter.model if self.adapter is not None else None
+        return self.state.model
+
+    @property
+    def version(self) -> int:
+        """The model version (moves on every change: training, merge, adoption)."""
+        return self.state.version
+
+    @property
+    def samples_seen(self) -> int:
+        """Local training samples seen in all epochs."""
+        return self.state.samples_seen
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
         """Restore from ``checkpoint_dir`` when a checkpoint exists; publish the weights."""
-        path = checkpointing.checkpoint_path(self)
-        if path is not None and path.exists() and self.adapter is not None:
+        path = checkpointing.checkpoint_path(self.options, self.port)
+        if path is not None and path.exists() and self.state.has_model:
             await self.restore(path)
             logger.info(
-                "namespace %s resumed from %s at epoch %d", self.ns.name, path, self.epochs_done
+                "namespace %s resumed from %s at epoch %d", self.port.name, path, self.epochs_done
             )
-        self.publish()
+        self.state.publish_initial()
 
     async def close(self) -> None:
         """Cancel pending requests and background work."""
         await self.sharing.close()
-
-    def publish(self) -> None:
-        """Snapshot the current weights: what is served and pushed until the next change."""
-        if self.adapter is not None:
-            self.published = self.adapter.get_arrays()
-            self._digest = None
-
-    def published_digest(self) -> bytes:
-        """The digest of the published weights, computed once per publish.
-
-        Raises:
-            ConfigurationError: nothing is published yet (no model).
-        """
-        if self.published is None:
-            raise ConfigurationError(f"namespace {self.ns.name!r} has published no model yet")
-        if self._digest is None:
-            self._digest = compute_digest(self.published)
-        return self._digest
 
     # ------------------------------------------------------------------ train
 
@@ -127,7 +135,7 @@ class Learner:
         validloader: Any = None,
         *,
         share_every: int | None = None,
-    ) -> History:
+    ) -> None:
         """Train ``epochs`` local epochs in a worker thread, federating at each sync point.
 
         Args:
@@ -139,93 +147,108 @@ class Learner:
             share_every: federate every this many optimizer steps instead of per epoch
                 (default: the namespace's ``share_every`` option, else once per epoch).
 
-        Returns:
-            The history of every epoch trained by this namespace so far.
-
         Raises:
             ConfigurationError: there is no model (pass ``model=`` or call ``sync_model()``),
                 or ``epochs`` is negative.
         """
-        if self.adapter is None:
+        if not self.state.has_model:
             raise ConfigurationError(
-                f"namespace {self.ns.name!r} has no model: pass model= to node.namespace() "
+                f"namespace {self.port.name!r} has no model: pass model= to node.namespace() "
                 "or call `await ns.sync_model()` first"
             )
-        if epochs < 0:
-            raise ConfigurationError(f"epochs must be >= 0, got {epochs}")
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ConfigurationError(f"epochs must be >= 0 (an integer), got {epochs!r}")
         every = share_every if share_every is not None else self.options.share_every
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
-        return self.history
 
     async def _train_one_epoch(
         self, trainloader: Any, validloader: Any, share_every: int | None
     ) -> None:
-        adapter = self.adapter
+        adapter = self.state.adapter
         assert adapter is not None
         start = time.monotonic()
-        sent0, received0 = self.ns.bytes_sent, self.ns.bytes_received
+        sent0, received0 = self.port_bytes()
         switches: list[str] = []
         merged: list[str] = []
-        self.reference = self.published
-        hook = self._step_hook(share_every, switches, merged) if share_every else None
-        result = await asyncio.to_thread(adapter.train_epoch, trainloader, step_hook=hook)
-        self.local_samples = result.samples
-        self.samples_seen += result.samples
+        self.exchange.reference = self.state.published
+        stop = threading.Event()
+        hook = self._step_hook(stop, share_every, switches, merged)
+        result = await _in_thread(stop, adapter.train_epoch, trainloader, step_hook=hook)
+        self.state.local_samples = result.samples
+        self.state.samples_seen += result.samples
         self.epochs_done += 1
-        self._apply_policy(switches)
-        mode = self.ns.mode
-        if share_every:
-            self.version += 1
-            self.publish()
-        else:
-            merged.extend(await self.exchange.run(trained=True))
+        self.state.commit("train")
+        mode = self.port.mode
+        if not share_every:
+            merged.extend(await self.federate(trained=True))
         val_loss, val_accuracy = await self._evaluate(validloader)
         self._apply_policy(switches)
-        self.history.append(
-            EpochRecord(
-                epoch=self.epochs_done,
-                train_loss=float(result.loss),
-                val_loss=val_loss,
-                val_accuracy=val_accuracy,
-                mode=mode.value,
-                merged_from=tuple(dict.fromkeys(merged)),
-                bytes_sent=self.ns.bytes_sent - sent0,
-                bytes_received=self.ns.bytes_received - received0,
-                samples=result.samples,
-                version=self.version,
-                peers=len(self.ns.peers),
-                wall_s=time.monotonic() - start,
-                mode_switches=tuple(switches),
-            )
+        sent, received = self.port_bytes()
+        record = EpochRecord(
+            epoch=self.epochs_done,
+            train_loss=float(result.loss),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            mode=mode.value,
+            merged_from=tuple(dict.fromkeys(merged)),
+            bytes_sent=sent - sent0,
+            bytes_received=received - received0,
+            samples=result.samples,
+            version=self.state.version,
+            peers=self.port.peer_count(),
+            wall_s=time.monotonic() - start,
+            mode_switches=tuple(switches),
         )
-        path = checkpointing.checkpoint_path(self)
+        self.port.emit(EpochDone(self.port.node_id, self.port.name, record))
+        path = checkpointing.checkpoint_path(self.options, self.port)
         if path is not None:
             await self.checkpoint(path)
 
+    def port_bytes(self) -> tuple[int, int]:
+        """Bytes (sent, received) in the namespace so far (0, 0 if the port does not count)."""
+        counter = getattr(self.port, "traffic", None)
+        return counter() if callable(counter) else (0, 0)
+
+    async def federate(self, trained: bool) -> list[str]:
+        """Run this sync point's round protocol once; return the senders merged from."""
+        async with self.exchange.lock:
+            return await choose_step(self.exchange)(self.exchange, trained)
+
     def _step_hook(
-        self, every: int, switches: list[str], merged: list[str]
+        self, stop: threading.Event, every: int | None, switches: list[str], merged: list[str]
     ) -> Callable[[int], None]:
-        """A hook for the training thread: every ``every`` steps, federate on the loop."""
+        """A hook for the training thread: stop when asked; every ``every`` steps, federate."""
         loop = asyncio.get_running_loop()
-        timeout = self.options.round_timeout * 2 + self.options.request_timeout
 
         def hook(steps: int) -> None:
-            if steps % every:
+            if stop.is_set():
+                raise TrainingStopped
+            if not every or steps % every:
                 return
             future = asyncio.run_coroutine_threadsafe(self._step_exchange(switches), loop)
-            merged.extend(future.result(timeout))
+            while True:  # wait for the exchange, but notice a stop request
+                try:
+                    merged.extend(future.result(timeout=0.1))
+                    return
+                except TimeoutError:
+                    if stop.is_set():
+                        future.cancel()
+                        raise TrainingStopped from None
 
         return hook
 
     async def _step_exchange(self, switches: list[str]) -> list[str]:
+        self.state.commit("train")
+        merged = await self.federate(trained=True)
         self._apply_policy(switches)
-        return await self.exchange.run(trained=True)
+        return merged
 
     async def _evaluate(self, validloader: Any) -> tuple[float | None, float | None]:
-        if validloader is None or self.adapter is None:
+        adapter = self.state.adapter
+        if validloader is None or adapter is None:
             return None, None
-        result = await asyncio.to_thread(self.adapter.evaluate, validloader)
+        result = await _in_thread(threading.Event(), adapter.evaluate, validloader)
         self._last_val = (result.loss, result.accuracy)
         return float(result.loss), result.accuracy
 
@@ -233,18 +256,24 @@ class Learner:
         """What mode policies see now (epochs, samples, version, peers, validation)."""
         val_loss, val_accuracy = self._last_val
         return PolicyState(
-            mode=self.ns.mode,
-            samples_seen=self.samples_seen,
+            mode=self.port.mode,
+            samples_seen=self.state.samples_seen,
             epochs_done=self.epochs_done,
-            version=self.version,
-            peers=len(self.ns.peers),
+            version=self.state.version,
+            peers=self.port.peer_count(),
             elapsed_s=time.monotonic() - self._started_at,
             val_accuracy=val_accuracy,
             val_loss=val_loss,
         )
 
     def _apply_policy(self, switches: list[str]) -> None:
-        switch = self.ns._apply_policy(self.policy_state())
+        """Let the policy decide at the end of a sync point (effective from the next one).
+
+        Deciding after the exchange, not before it, means every peer hears of the switch a
+        whole epoch before the switched node's next exchange, so synchronous rounds never
+        depend on who heard of it in time.
+        """
+        switch = self.port.apply_policy(self.policy_state())
         if switch is not None:
             switches.append(switch)
 
@@ -257,7 +286,7 @@ class Learner:
     async def serve(self, duration: float | None = None) -> None:
         """Keep federating and answering model requests until cancelled or ``duration`` s.
 
-        See :mod:`scatterbrained.learning.serving`.
+        See :mod:`scatterbrained.learning.protocols.serving`.
         """
         await serving.serve(self.exchange, duration)
 
@@ -273,19 +302,35 @@ class Learner:
         """Load a checkpoint into this learner; see :func:`checkpointing.restore_learner`."""
         await checkpointing.restore_learner(self, path)
 
+    def history_dicts(self) -> list[dict[str, Any]]:
+        """The namespace's history as JSON-serialisable dicts (for checkpoints)."""
+        return self.port.history.to_dicts()
+
+    def restored_history(self, records: list[EpochRecord]) -> None:
+        """Replace the namespace's history with a restored one."""
+        self.port.history.records[:] = records
+
+    def restored(self, epochs_done: int, round_: int, mode: OperatingMode) -> None:
+        """Take the counters and mode of a restored checkpoint (the mode is announced)."""
+        self.epochs_done = epochs_done
+        self.exchange.round = max(self.exchange.round, round_)
+        self.port.set_mode(mode, "restored from checkpoint")
+
     # ------------------------------------------------------------------ inbound
 
-    def on_update(self, record: PeerRecord, update: ModelUpdate, now: float) -> str | None:
+    def on_update(
+        self, sender: str, announced: OperatingMode | None, update: ModelUpdate
+    ) -> str | None:
         """Accept a peer's weights for merging; return a drop reason or ``None``."""
-        return self.exchange.accept(record, update, now)
+        return self.exchange.accept(sender, announced, update)
 
-    def on_request(self, record: PeerRecord, request: ModelRequest) -> str | None:
+    def on_request(self, sender: str, request: ModelRequest) -> str | None:
         """Answer a model request in the background."""
-        return self.sharing.on_request(record, request)
+        return self.sharing.on_request(sender, request)
 
-    def on_offer(self, record: PeerRecord, offer: ModelOffer | ModelUnavailable) -> str | None:
+    def on_offer(self, sender: str, offer: ModelOffer | ModelUnavailable) -> str | None:
         """Hand a model offer to the ``sync_model`` call waiting for it."""
-        return self.sharing.on_offer(record, offer)
+        return self.sharing.on_offer(sender, offer)
 
     def peer_left(self, peer_id: str) -> None:
         """Forget a departed peer's updates and fail requests waiting on it."""
@@ -296,6 +341,22 @@ class Learner:
     def peer_restarted(self, peer_id: str) -> None:
         """A peer came back with a new session: its round numbers start over."""
         self.exchange.forget(peer_id)
+
+
+async def _in_thread(stop: threading.Event, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Run ``fn`` in a worker thread; on cancellation, stop it and wait for it, then re-raise.
+
+    ``fn`` must check ``stop`` (the training step hook does), so the wait after a
+    cancellation lasts at most one step; the thread never outlives the call.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kw))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 def _adapt(model: Any, create_optimizer: Any, loss: Any, options: LearningOptions) -> ModelAdapter:

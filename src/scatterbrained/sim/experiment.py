@@ -123,13 +123,13 @@ class Experiment:
         return build_model(self.config.model, seed=self.config.seed, **self.model_kwargs())
 
     def create_optimizer(self) -> Callable[[Any], Any]:
-        """The optimizer factory (Adam with the configured learning rate)."""
+        """The optimizer factory: ``model -> Adam(model.parameters(), lr=config.lr)``."""
         lr = self.config.lr
 
-        def adam(params: Any) -> Any:
+        def adam(model: Any) -> Any:
             import torch
 
-            return torch.optim.Adam(params, lr=lr)
+            return torch.optim.Adam(model.parameters(), lr=lr)
 
         return adam
 

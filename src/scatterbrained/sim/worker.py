@@ -1,10 +1,14 @@
 """One simulated node as its own OS process (the ``process`` backend).
 
-Run as ``python -m scatterbrained.sim.worker RUN/config.json INDEX [--restart]``. The worker
-uses real ZeroMQ on 127.0.0.1 and UDP discovery in the loopback scope, trains free-running
-(no lockstep with the others), and appends one JSON line per epoch to
-``RUN/nodes/<id>.jsonl``. With ``--restart`` it resumes from its checkpoint and catches up
-with ``sync_model`` before training the remaining epochs.
+Run as ``python -m scatterbrained.sim.worker RUN/config.json INDEX [--epoch E] [--restart]``.
+The worker uses real ZeroMQ on 127.0.0.1 and UDP discovery in the loopback scope, trains
+free running between the runner's gates (see :mod:`scatterbrained.sim.processes`), and
+appends one JSON line per epoch to ``RUN/nodes/<id>.jsonl``, numbered by the network's epoch.
+At a gate it reports to the runner (``RUN/nodes/<id>.wait.json``) and does what
+``RUN/gate.json`` says: go OFFLINE when told to pause (the runner then stops the process),
+come back when told to resume, catch up with ``sync_model`` when told to, go on when the
+gate opens. With ``--restart`` it resumes from its checkpoint at network epoch ``E`` and
+catches up before training the remaining epochs.
 """
 
 from __future__ import annotations
@@ -20,21 +24,166 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ScatterbrainedError
+from ..types import OperatingMode
 from .config import SimConfig
 from .experiment import NAMESPACE, Experiment, node_id
 
-__all__ = ["main", "run_worker"]
+__all__ = [
+    "CATCH_UP",
+    "FAULTS",
+    "GO",
+    "Gate",
+    "RunnerGone",
+    "gate_path",
+    "main",
+    "plan_path",
+    "read_json",
+    "run_worker",
+    "wait_path",
+    "write_atomically",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a worker waits for the other nodes to appear before training anyway.
-JOIN_TIMEOUT = 60.0
+#: Seconds a restarted or resumed worker tries to download the model from a peer.
+SYNC_TIMEOUT = 30.0
 #: Most seconds a finished worker keeps serving while slower nodes finish their epochs.
 MAX_LINGER_S = 600.0
+#: Seconds between two looks at the runner's ``gate.json``.
+GATE_POLL_S = 0.05
+
+#: Phases of a gate, in order: faults being applied, catching up, open.
+FAULTS, CATCH_UP, GO = 0, 1, 2
 
 
-async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
-    """Run node ``index`` of ``config`` until it has trained ``config.epochs`` epochs."""
+def plan_path(out: Path) -> Path:
+    """The runner's plan for the workers (written before any worker starts).
+
+    ``{"gates": [epochs], "discovery_port": port}``: the epochs after which workers wait at
+    a gate, and the UDP port of this run's discovery (every run has its own, so two runs on
+    one machine never see each other's nodes, which have the same ids).
+    """
+    return out / "plan.json"
+
+
+def gate_path(out: Path) -> Path:
+    """Where the runner says which gate it is at, in which phase, with which instructions."""
+    return out / "gate.json"
+
+
+def wait_path(out: Path, node: str) -> Path:
+    """Where worker ``node`` reports at a gate."""
+    return out / "nodes" / f"{node}.wait.json"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when there is none (yet).
+
+    Writers replace these files atomically, so a file is whole or absent; anything that
+    still does not parse as an object counts as absent.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class RunnerGone(Exception):
+    """The runner asked everyone to stop, or died: the worker exits without finishing."""
+
+
+class Gate:
+    """A worker's side of the runner's gates.
+
+    Args:
+        out: the run folder.
+        ns: the worker's namespace.
+        mode: the node's configured mode (restored when it resumes).
+    """
+
+    def __init__(self, out: Path, ns: Any, mode: str) -> None:
+        self.out = out
+        self.ns = ns
+        self.mode = OperatingMode.parse(mode)
+        self.id: str = ns.node.id
+        self._parent = os.getppid()
+        self._reported: tuple[Any, ...] | None = None
+
+    def _report(self, epoch: int, stage: str) -> None:
+        """Write the wait file when what it says changed (stage, mode, peers)."""
+        peers = sorted(p.id for p in self.ns.peers)
+        state = (epoch, stage, self.ns.mode.value, tuple(peers))
+        if state == self._reported:
+            return
+        self._reported = state
+        report = {"pid": os.getpid(), "epoch": epoch, "stage": stage}
+        report.update(mode=self.ns.mode.value, peers=peers)
+        write_atomically(wait_path(self.out, self.id), json.dumps(report))
+
+    def _gate(self) -> dict[str, Any]:
+        if (self.out / "stop").exists() or os.getppid() != self._parent:
+            raise RunnerGone
+        return read_json(gate_path(self.out)) or {"epoch": -1, "phase": FAULTS}
+
+    async def passage(self, epoch: int, catch_up: bool = False) -> int:
+        """Wait at the gate after ``epoch`` until it opens; return the epoch to go on from.
+
+        That is ``epoch``, or a later one when the node was paused here and resumed at a
+        later gate.
+
+        Args:
+            epoch: the epoch the node finished (0: it has just started).
+            catch_up: the node has just been restarted (it catches up when told to).
+
+        Raises:
+            RunnerGone: the run ended (or the runner died) while the node waited.
+        """
+        stage = "arrived"
+        paused = False
+        while True:
+            gate = self._gate()
+            here = gate["epoch"] == epoch
+            if paused:
+                if gate["epoch"] >= epoch and self.id in gate["resume"]:
+                    self.ns.mode = self.mode
+                    epoch, stage, paused, catch_up = gate["epoch"], "arrived", False, True
+                    logger.info("%s: resumed after epoch %d", self.id, epoch)
+                    continue
+            elif here and self.id in gate["pause"] and gate["phase"] == FAULTS:
+                self.ns.mode = OperatingMode.OFFLINE  # silent: peers drop it at once
+                stage, paused = "paused", True
+                logger.info("%s: paused after epoch %d", self.id, epoch)
+            elif here and gate["phase"] >= CATCH_UP and catch_up and self.id in gate["catch_up"]:
+                await self._catch_up()
+                stage, catch_up = "caught_up", False
+            elif (gate["epoch"], gate["phase"]) >= (epoch, GO):
+                return epoch
+            self._report(epoch, stage)
+            await asyncio.sleep(GATE_POLL_S)  # a bounded poll of the runner's file
+
+    async def _catch_up(self) -> None:
+        """Download the freshest model from a peer (after a restart or a pause)."""
+        if not self.ns.peers:
+            logger.warning("%s: nobody to catch up from", self.id)
+            return
+        try:
+            await self.ns.sync_model(timeout=SYNC_TIMEOUT)
+        except ScatterbrainedError as exc:  # e.g. SEEDING does not receive; goes on alone
+            logger.warning("%s: could not catch up: %s", self.id, exc)
+
+
+async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: int = 0) -> None:
+    """Run node ``index`` of ``config`` from network epoch ``start_epoch`` to the last one.
+
+    Args:
+        config: the run's configuration.
+        index: the node's index.
+        restart: the node was killed before: resume from its checkpoint and catch up.
+        start_epoch: the network's epoch when the node starts (the restart's epoch).
+    """
+    from ..discovery.base import DiscoveryScope
+    from ..discovery.udp import UdpDiscovery
     from ..node import Node
 
     os.environ["SCATTERBRAINED_DISCOVERY"] = "loopback"  # never leave the machine
@@ -42,7 +191,12 @@ async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
     out = Path(config.out or ".")
     metrics = out / "nodes" / f"{node_id(index)}.jsonl"
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    async with Node(node_id(index), host="127.0.0.1", discovery_scope="loopback") as node:
+    plan = read_json(plan_path(out))
+    if plan is None:
+        raise FileNotFoundError(f"{plan_path(out)} is missing: workers are started by the runner")
+    gates = set(plan["gates"])
+    discovery = UdpDiscovery(int(plan["discovery_port"]), scope=DiscoveryScope.LOOPBACK)
+    async with Node(node_id(index), host="127.0.0.1", discovery=discovery) as node:
         ns = node.namespace(
             NAMESPACE,
             exp.build_model(),
@@ -51,45 +205,52 @@ async def run_worker(config: SimConfig, index: int, restart: bool) -> None:
             **exp.namespace_options(index),
         )
         async with ns:
-            others = config.nodes - 1
-            try:
-                await ns.wait_for_peers(1 if restart else others, timeout=JOIN_TIMEOUT)
-            except ScatterbrainedError as exc:
-                logger.warning("%s: starting with %d peers: %s", node.id, len(ns.peers), exc)
-            if restart:
-                try:
-                    await ns.sync_model(timeout=JOIN_TIMEOUT)
-                except ScatterbrainedError as exc:
-                    logger.warning("%s: could not catch up: %s", node.id, exc)
+            gate = Gate(out, ns, exp.mode_of(index))
             loader, test = exp.train_loader(index), exp.test_loader()
-            while ns.epochs_done < config.epochs:
-                started = time.monotonic()
-                history = await ns.train(1, loader, test)
-                _append(metrics, _row(node.id, index, history.last, started, restart))
-                restart = False
+            # Shuffle on as the in-process node's loader would have: a restart resumes at the
+            # checkpoint's epoch, whose batch order was never drawn.
+            loader.epoch = ns.epochs_done
+            epoch = start_epoch
+            try:
+                while epoch < config.epochs:
+                    if epoch in gates or epoch == start_epoch:
+                        epoch = await gate.passage(epoch, catch_up=restart and epoch == start_epoch)
+                        if epoch >= config.epochs:
+                            break
+                    started = time.monotonic()
+                    history = await ns.train(1, loader, test)
+                    epoch += 1
+                    _append(metrics, _row(node.id, index, epoch, history.last, started))
+            except RunnerGone:
+                logger.info("%s: the run ended before this node finished", node.id)
+                return
             (out / "nodes" / f"{node.id}.done").touch()
             await _serve_until_stopped(ns, out / "stop")
             adapter = ns.learner.adapter
             assert adapter is not None  # the worker always builds its model
             final = await asyncio.to_thread(adapter.evaluate, test)
             result = {"node": node.id, "accuracy": final.accuracy, "loss": final.loss}
-            _write_atomically(out / "nodes" / f"{node.id}.final.json", json.dumps(result))
+            write_atomically(out / "nodes" / f"{node.id}.final.json", json.dumps(result))
 
 
 async def _serve_until_stopped(ns: Any, stop: Path) -> None:
     """Keep federating (merging neighbours' updates) until the runner says all are done."""
     deadline = time.monotonic() + MAX_LINGER_S
-    while not stop.exists() and time.monotonic() < deadline:  # noqa: ASYNC240 (tiny stat)
+    parent = os.getppid()  # a worker whose runner died stops too
+    while time.monotonic() < deadline and os.getppid() == parent:
+        if stop.exists():  # noqa: ASYNC240 (tiny stat)
+            return
         await ns.serve(duration=0.5)
 
 
-def _row(node: str, index: int, record: Any, started: float, restarted: bool) -> dict[str, Any]:
+def _row(node: str, index: int, epoch: int, record: Any, started: float) -> dict[str, Any]:
+    """The metrics row of network epoch ``epoch`` (the runner adds the fault events)."""
     return {
         "node": node,
         "index": index,
-        "epoch": record.epoch,
+        "epoch": epoch,
         "alive": True,
-        "event": "restarted" if restarted else None,
+        "event": None,
         "accuracy": record.val_accuracy,
         "loss": record.val_loss,
         "train_loss": record.train_loss,
@@ -122,9 +283,9 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
-    partial = path.with_suffix(path.suffix + ".partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
@@ -134,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", type=Path, help="the run's config.json")
     parser.add_argument("index", type=int, help="node index (0-based)")
+    parser.add_argument("--epoch", type=int, default=0, help="the network epoch it starts at")
     parser.add_argument("--restart", action="store_true", help="resume and catch up")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -146,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, config.threads))
     except ImportError:  # pragma: no cover
         pass
-    asyncio.run(run_worker(config, args.index, args.restart))
+    asyncio.run(run_worker(config, args.index, args.restart, args.epoch))
     return 0
 
 

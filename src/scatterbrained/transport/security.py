@@ -12,7 +12,9 @@ Key files use ZeroMQ's certificate format (ZPL), the one written by ``zmq.auth``
         secret-key = "<40 Z85 characters>"
 
 :meth:`KeyPair.save` writes the secret certificate (mode ``0600``) and, next to it, a public
-certificate with the suffix ``.pub`` (no ``secret-key`` line) to hand out to peers.
+certificate named like it plus ``.pub`` (``node.key`` -> ``node.key.pub``; no ``secret-key``
+line) to hand out to peers. Any certificate file loads with :func:`load_public_key`, whatever
+its name (older versions wrote ``node.pub``).
 
 libzmq *fails open*: a CURVE server whose context has no ZAP handler accepts every client key.
 :class:`ZapHandler` is that handler; :class:`KeyPolicy` is the mutable allow/deny list it
@@ -38,6 +40,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..errors import SecurityError
 
 __all__ = [
+    "MAX_REPORTED_KEYS",
     "ZAP_ENDPOINT",
     "KeyPair",
     "KeyPolicy",
@@ -61,6 +64,8 @@ _HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+#: Distinct refused keys that get a WARNING each; later ones are logged at DEBUG only.
+MAX_REPORTED_KEYS = 64
 _ZPL_KEY_LINE = re.compile(r'^\s*(public-key|secret-key)\s*=\s*"([^"]*)"\s*$', re.MULTILINE)
 
 
@@ -128,8 +133,12 @@ class KeyPair:
 
     @staticmethod
     def public_path(path: str | os.PathLike[str]) -> Path:
-        """Return where :meth:`save` puts the public certificate for secret file ``path``."""
-        return Path(path).with_suffix(".pub")
+        """Return where :meth:`save` puts the public certificate for secret file ``path``.
+
+        ``.pub`` is appended to the whole name: ``node.key`` -> ``node.key.pub``.
+        """
+        secret = Path(path)
+        return secret.with_name(secret.name + ".pub")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the secret certificate to ``path`` (mode 0600) and the public one beside it.
@@ -137,18 +146,20 @@ class KeyPair:
         Existing files are overwritten (the secret file's mode is reset to 0600).
 
         Args:
-            path: the secret certificate's path; the public one is ``path`` with suffix ``.pub``.
+            path: the secret certificate's path; the public one is ``path`` plus ``.pub``
+                (``node.key`` -> ``node.key.pub``, see :meth:`public_path`).
 
         Returns:
             The public certificate's path.
 
         Raises:
-            SecurityError: ``path`` itself ends in ``.pub`` (the public file would overwrite it).
+            SecurityError: ``path`` itself ends in ``.pub``: a secret key must not look like
+                the public file that is handed to peers.
             OSError: the files cannot be written.
         """
         secret_path = Path(path)
         public_path = self.public_path(secret_path)
-        if public_path == secret_path:
+        if secret_path.suffix == ".pub":  # a secret that looks like a file to hand out
             raise SecurityError(
                 f"secret key path {secret_path} ends in '.pub', the suffix of the public "
                 "certificate; choose another name, e.g. 'node.key'"
@@ -202,12 +213,22 @@ def load_public_key(source: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise SecurityError(
             f"expected a public key (40 Z85 characters) or a certificate file, got "
-            f"{str(source)[:60]!r} which is neither ({exc.strerror})"
+            f"{str(source)[:60]!r} which is neither ({exc.strerror}){_legacy_hint(path)}"
         ) from None
     keys = _parse_certificate(text)
     if "public-key" not in keys:
         raise SecurityError(f"{path} has no 'public-key = \"...\"' line; is it a key file?")
     return validate_key(keys["public-key"])
+
+
+def _legacy_hint(path: Path) -> str:
+    """Point at ``node.pub`` (the name older versions wrote) when ``node.key.pub`` is missing."""
+    if path.suffix != ".pub" or not Path(path.stem).suffix:
+        return ""
+    legacy = path.with_name(Path(path.stem).stem + ".pub")
+    if not legacy.is_file():
+        return ""
+    return f"; {legacy} exists (the name older versions gave the public file): pass that path"
 
 
 def _certificate_text(public: str, secret: str | None) -> str:
@@ -245,6 +266,8 @@ class KeyPolicy:
     def __init__(self, allowed: set[str] | None = None) -> None:
         self._allowed = None if allowed is None else {validate_key(k) for k in allowed}
         self._denied: set[str] = set()
+        self._reported: set[str] = set()
+        self._reports_capped = False
 
     @property
     def allowed(self) -> frozenset[str] | None:
@@ -265,6 +288,7 @@ class KeyPolicy:
         """
         key = validate_key(key)
         self._denied.discard(key)
+        self._reported.discard(key)
         if self._allowed is not None:
             self._allowed.add(key)
 
@@ -284,6 +308,47 @@ class KeyPolicy:
         self._denied.discard(key)
         if self._allowed is not None:
             self._allowed.discard(key)
+
+    def report_refused(self, key: str, origin: str = "") -> bool:
+        """Log that ``key`` was refused; a WARNING the first time for a key not on the allow-list.
+
+        The warning names the key and how to allow it (``--allow KEY`` on the command line,
+        ``allowed_keys=[...]`` in the API). Each key is warned about once; at most
+        :data:`MAX_REPORTED_KEYS` distinct keys are remembered, later ones are logged at
+        DEBUG level only. Keys on the deny-list (refused on purpose) are logged at DEBUG.
+
+        Args:
+            key: the refused public key (Z85).
+            origin: where the connection came from (e.g. an IP address), for the log.
+
+        Returns:
+            True when a warning was logged.
+        """
+        where = f" from {origin}" if origin else ""
+        if key in self._denied or key in self._reported or self.accepts(key):
+            logger.debug("refused key %s%s (denied, or already reported)", key, where)
+            return False
+        if len(self._reported) >= MAX_REPORTED_KEYS:
+            if not self._reports_capped:
+                self._reports_capped = True
+                logger.warning(
+                    "refused more than %d distinct CURVE keys; further refused keys are "
+                    "logged at DEBUG level only (run with -vv to see them)",
+                    MAX_REPORTED_KEYS,
+                )
+            logger.debug("refused key %s%s: not on the allow-list", key, where)
+            return False
+        self._reported.add(key)
+        logger.warning(
+            "refused a CURVE connection%s with public key %s: it is not on this node's "
+            "allow-list; if it is a peer of yours, allow it with --allow '%s' "
+            "(scatterbrained node) or allowed_keys=[..., %r] (sb.Node)",
+            where,
+            key,
+            key,
+            key,
+        )
+        return True
 
 
 class ZapHandler:
@@ -349,7 +414,7 @@ class ZapHandler:
             return [version, request_id, b"400", b"CURVE required", b"", b""]
         key = z85.encode(credentials[0]).decode("ascii")
         if not self._policy.accepts(key):
-            logger.debug("ZAP: refused key %s from %r", key, address)
+            self._policy.report_refused(key, address.decode("ascii", errors="replace")[:64])
             return [version, request_id, b"400", b"key not allowed", b"", b""]
         return [version, request_id, b"200", b"OK", key.encode("ascii"), b""]
 

@@ -19,6 +19,7 @@ allow-lists us later is reached again only through a new connection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -27,7 +28,7 @@ import zmq
 import zmq.asyncio
 
 from ..errors import ConfigurationError, SecurityError, TransportError
-from .base import Envelope, Frame, TransportStats
+from .base import DEFAULT_MAX_FRAME_BYTES, Envelope, Frame, TransportStats
 from .security import (
     KeyedEndpoint,
     KeyPair,
@@ -57,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Largest inbound frame accepted, in bytes (256 MiB).
-DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
 #: Messages queued per outgoing peer connection before ``send`` waits.
 DEFAULT_SEND_HWM = 32
 #: Messages queued per inbound peer connection before that peer is slowed down.
@@ -147,6 +146,7 @@ class ZmqTransport(KeyedEndpoint):
         self._router: zmq.asyncio.Socket | None = None
         self._zap: ZapHandler | None = None
         self._dealers: dict[str, tuple[zmq.asyncio.Socket, str | None]] = {}
+        self._held: collections.deque[list[zmq.Frame]] = collections.deque()
         self._bound_port: int | None = None
         self._closed = False
 
@@ -179,8 +179,6 @@ class ZmqTransport(KeyedEndpoint):
     def stats(self) -> TransportStats:
         """Message and byte counters (``extra`` holds drop reasons)."""
         return self._stats
-
-    # ----------------------------------------------------------------- allow-list
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -283,17 +281,29 @@ class ZmqTransport(KeyedEndpoint):
         return True
 
     async def recv(self) -> Envelope:
-        """Wait for and return the next inbound message (cancellable).
+        """Wait for and return the next inbound message.
+
+        Cancellable without loss: a message that arrived just as the caller was cancelled is
+        kept for the next call.
 
         Raises:
-            TransportError: not started, or closed while waiting.
+            TransportError: not started or closed, or closed while waiting.
         """
         while True:
             router = self._require_router()
-            future = asyncio.ensure_future(router.recv_multipart(copy=False))
-            if not await settle(future, None):
-                raise TransportError("the transport was closed while receiving")
-            envelope = self._envelope_from(future.result())
+            if self._held:
+                frames = self._held.popleft()
+            else:
+                future = asyncio.ensure_future(router.recv_multipart(copy=False))
+                try:
+                    received = await settle(future, None)
+                except asyncio.CancelledError:
+                    self._hold_if_received(future)
+                    raise
+                if not received:
+                    raise TransportError("the transport was closed while receiving")
+                frames = future.result()
+            envelope = self._envelope_from(frames)
             if envelope is not None:
                 return envelope
 
@@ -304,6 +314,11 @@ class ZmqTransport(KeyedEndpoint):
             entry[0].close(linger=0)
 
     # ----------------------------------------------------------------- internals
+
+    def _hold_if_received(self, future: asyncio.Future[list[zmq.Frame]]) -> None:
+        """Keep a message whose receive completed although the caller was cancelled."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._held.append(future.result())
 
     def _count(self, reason: str) -> None:
         self._stats.extra[reason] = self._stats.extra.get(reason, 0) + 1
@@ -443,6 +458,7 @@ class ZmqTransport(KeyedEndpoint):
         return f"tcp://{bracketed(host)}:{port}"
 
     async def _release(self) -> None:
+        self._held.clear()
         for sock, _ in self._dealers.values():
             sock.close(linger=0)
         self._dealers.clear()

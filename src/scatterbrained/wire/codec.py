@@ -156,14 +156,16 @@ def _encode_body(body: Body) -> tuple[AnyBodyFields, list[ArraySpec], list[Frame
 
 def _control_to_wire(body: Body) -> AnyBodyFields:
     if isinstance(body, Hello):
-        infos = tuple(NamespaceFields(i.name, i.mode, _idx(i.version)) for i in body.namespaces)
+        infos = tuple(
+            NamespaceFields(i.name, i.mode, _idx(i.version), i.has_model) for i in body.namespaces
+        )
         return HelloFields(body.address, infos, body.public_key, bool(body.want_reply))
     if isinstance(body, Bye):
         return ByeFields(body.reason)
     if isinstance(body, ModelRequest):
         return ModelRequestFields(_idx(body.request_id), bool(body.include_architecture))
     if isinstance(body, ModelUnavailable):
-        return ModelUnavailableFields(_idx(body.request_id), body.reason)
+        return ModelUnavailableFields(_idx(body.request_id), body.reason, body.final)
     raise WireError("field", f"cannot encode a body of type {type(body).__name__}")
 
 
@@ -394,14 +396,16 @@ def _build_body(wire: BodyFields, entries: list[_Entry]) -> Body:
     if isinstance(wire, ModelOfferFields):
         return _build_offer(wire, entries)
     if isinstance(wire, HelloFields):
-        infos = tuple(NamespaceInfo(i.name, i.mode, i.version) for i in wire.namespaces)
+        infos = tuple(
+            NamespaceInfo(i.name, i.mode, i.version, i.has_model) for i in wire.namespaces
+        )
         return Hello(wire.address, infos, wire.public_key, wire.want_reply)
     if isinstance(wire, ByeFields):
         return Bye(wire.reason)
     if isinstance(wire, ModelRequestFields):
         return ModelRequest(wire.request_id, wire.include_architecture)
     if isinstance(wire, ModelUnavailableFields):
-        return ModelUnavailable(wire.request_id, wire.reason)
+        return ModelUnavailable(wire.request_id, wire.reason, wire.final)
     raise WireError("header", f"unknown body {type(wire).__name__}")  # pragma: no cover
 
 

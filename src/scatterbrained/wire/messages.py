@@ -33,11 +33,20 @@ PROTOCOL_VERSION = 1
 
 @dataclass(frozen=True)
 class NamespaceInfo:
-    """A namespace a node is in, as told in a :class:`Hello`."""
+    """A namespace a node is in, as told in a :class:`Hello`.
+
+    Attributes:
+        name: the namespace's name.
+        mode: the node's operating mode there (``OperatingMode`` value).
+        version: its model version.
+        has_model: False while it has no model (a newcomer before ``sync_model``): it sends
+            no weights whatever its mode, so it takes no place among the senders.
+    """
 
     name: str
     mode: str
     version: int = 0
+    has_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,10 +154,18 @@ class ModelOffer:
 
 @dataclass(frozen=True)
 class ModelUnavailable:
-    """Negative answer to a :class:`ModelRequest` (no model yet, or the mode forbids serving)."""
+    """Negative answer to a :class:`ModelRequest` (no model yet, or the mode forbids serving).
+
+    Attributes:
+        request_id: the request answered.
+        reason: why, in words.
+        final: True when asking this peer again cannot help (e.g. its architecture cannot be
+            exported); False for a passing state (no model yet, a mode that does not serve).
+    """
 
     request_id: int
     reason: str = ""
+    final: bool = False
 
 
 Body = Hello | Bye | Raw | ModelUpdate | ModelRequest | ModelOffer | ModelUnavailable

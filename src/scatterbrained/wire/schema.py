@@ -73,6 +73,7 @@ class NamespaceFields(msgspec.Struct, array_like=True):
     name: str
     mode: str
     version: int
+    has_model: bool = True
 
 
 class HelloFields(BodyFields, tag=1):
@@ -172,6 +173,7 @@ class ModelUnavailableFields(BodyFields, tag=7):
 
     request_id: int
     reason: str
+    final: bool = False
 
     def check(self) -> None:
         """See :meth:`BodyFields.check`."""

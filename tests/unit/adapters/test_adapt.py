@@ -52,8 +52,52 @@ def test_torch_modules_become_torch_adapters() -> None:
     adapter = adapt(model, None, None, max_grad_norm=1.0)
     # Assert
     assert isinstance(adapter, TorchAdapter) and adapter.model is model
-    with pytest.raises(ConfigurationError, match="invalid options"):
+    with pytest.raises(ConfigurationError, match="unknown adapter option"):
         adapt(model, no_such_option=1)
+
+
+@pytest.mark.timeout(60)
+def test_torch_adapt_passes_the_model_to_the_optimizer_factory() -> None:
+    # Prepare: the paper's `create_optimizer = lambda model: optim.AdamW(model.parameters())`
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(3, 2)
+    # Execute
+    adapter = adapt(model, lambda m: torch.optim.AdamW(m.parameters()), None)
+    # Assert
+    assert adapter.optimizer.param_groups[0]["params"] == list(model.parameters())  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({}, "classes, n_features"),
+        ({"classes": [0, 1]}, "n_features"),
+        ({"n_features": 4}, "classes"),
+    ],
+)
+def test_sklearn_models_without_their_options_say_which_are_needed_and_why(
+    options: dict[str, object], missing: str
+) -> None:
+    # Execute
+    with pytest.raises(ConfigurationError) as caught:
+        adapt(SGDClassifier(), **options)
+    # Assert
+    message = str(caught.value)
+    assert f"needs the adapter options classes and n_features, missing: {missing};" in message
+    assert 'adapter_options={"classes": [...], "n_features": 64}' in message
+    assert "same shape before seeing any data" in message
+    assert "__init__()" not in message
+
+
+@pytest.mark.timeout(10)
+def test_a_misspelt_sklearn_option_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        adapt(SGDClassifier(), clases=[0, 1], n_features=4)
+    assert str(caught.value) == (
+        "unknown adapter option(s) 'clases' (did you mean 'classes'?) for a SGDClassifier; "
+        "valid options: classes, factory, n_features"
+    )
 
 
 @pytest.mark.timeout(10)

@@ -177,6 +177,8 @@ def test_bad_batches_are_rejected(batch: object) -> None:
     ("make", "message"),
     [
         (lambda: SklearnAdapter(object(), classes=[0, 1], n_features=2), "partial_fit"),
+        (lambda: SklearnAdapter(SGDClassifier()), r"missing: classes, n_features; every node"),
+        (lambda: SklearnAdapter(SGDClassifier(), classes=[0, 1]), r"missing: n_features;"),
         (
             lambda: SklearnAdapter(SGDClassifier(average=True), classes=[0, 1], n_features=2),
             "avera",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
@@ -76,7 +75,7 @@ def test_float_targets_infer_mse_and_learn_a_regression() -> None:
     rng = np.random.default_rng(2)
     inputs = rng.normal(size=(256, 3))
     targets = inputs @ np.array([1.5, -2.0, 0.5]) + 0.3  # shape (256,), model gives (256, 1)
-    adapter = TorchAdapter(nn.Linear(3, 1), lambda p: torch.optim.SGD(p, lr=0.1))
+    adapter = TorchAdapter(nn.Linear(3, 1), lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
     batches = _batches(inputs, targets, 32)
     # Execute
     first = adapter.train_epoch(batches)
@@ -219,22 +218,47 @@ def test_step_hook_runs_once_per_step_with_consistent_model() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_optimizer_is_created_once_with_the_factory() -> None:
-    # Prepare
-    calls: list[int] = []
+def test_optimizer_is_created_once_with_the_factory_given_the_model() -> None:
+    # Prepare: the paper's factory, `lambda model: optim.AdamW(model.parameters())`
+    model = _mlp()
+    received: list[object] = []
 
-    def create(params: object) -> Any:
-        calls.append(1)
-        return torch.optim.SGD(params, lr=0.01)  # type: ignore[arg-type]
+    def create(given: nn.Module) -> torch.optim.Optimizer:
+        received.append(given)
+        return torch.optim.AdamW(given.parameters(), lr=0.01)
 
-    adapter = TorchAdapter(_mlp(), create)
+    adapter = TorchAdapter(model, create)
     batch = [(np.zeros((2, 64)), np.zeros(2, dtype=np.int64))]
     # Execute
     adapter.train_epoch(batch)
     adapter.train_epoch(batch)
     # Assert
-    assert calls == [1]
-    assert isinstance(adapter.optimizer, torch.optim.SGD)
+    assert received == [model]
+    assert isinstance(adapter.optimizer, torch.optim.AdamW)
+    assert adapter.optimizer.param_groups[0]["params"] == list(model.parameters())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("model", [nn.Linear(2, 1), nn.Sequential(nn.Linear(2, 1))])
+def test_a_factory_written_for_parameters_is_told_it_gets_the_model(model: nn.Module) -> None:
+    # Prepare: an old-style factory that passes what it receives to the optimizer
+    adapter = TorchAdapter(model, lambda params: torch.optim.SGD(params, lr=0.1))
+    # Execute / Assert
+    with pytest.raises(ConfigurationError) as caught:
+        adapter.train_epoch([(np.zeros((2, 2)), np.zeros(2))])
+    message = str(caught.value)
+    assert "receives the model, not its parameters" in message
+    assert "lambda model: torch.optim.AdamW(model.parameters())" in message
+
+
+@pytest.mark.timeout(30)
+def test_a_factory_that_returns_no_optimizer_is_refused() -> None:
+    # Prepare
+    adapter = TorchAdapter(nn.Linear(2, 1), lambda model: list(model.parameters()))  # type: ignore[arg-type,return-value]
+    # Execute / Assert
+    expected = r"returned a list, expected a torch\.optim\.Optimizer \(it has no zero_grad"
+    with pytest.raises(ConfigurationError, match=expected):
+        _ = adapter.optimizer
 
 
 @pytest.mark.timeout(30)
@@ -263,7 +287,9 @@ def test_explicit_loss_and_gradient_clipping_are_used() -> None:
 
     model = nn.Linear(2, 1)
     before = model.weight.detach().clone()
-    adapter = TorchAdapter(model, lambda p: torch.optim.SGD(p, lr=1.0), loss, max_grad_norm=0.01)
+    adapter = TorchAdapter(
+        model, lambda m: torch.optim.SGD(m.parameters(), lr=1.0), loss, max_grad_norm=0.01
+    )
     # Execute
     adapter.train_epoch([(np.ones((2, 2)), np.zeros(2))])
     # Assert

@@ -76,7 +76,7 @@ def _batch(rows: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained() -> tuple[TorchAdapter, Architecture]:
     torch.manual_seed(0)
-    adapter = TorchAdapter(_Net(), lambda p: torch.optim.SGD(p, lr=0.1))
+    adapter = TorchAdapter(_Net(), lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
     adapter.train_epoch([_batch()])
     architecture = adapter.export_architecture()
     assert architecture is not None
@@ -137,9 +137,13 @@ def test_rebuilt_model_matches_original_in_both_modes(trained: Any) -> None:
 def test_rebuilt_model_trains_like_the_original(trained: Any) -> None:
     # Prepare
     adapter, architecture = trained
-    twin = TorchAdapter(copy.deepcopy(adapter.model), lambda p: torch.optim.SGD(p, lr=0.1))
+    twin = TorchAdapter(
+        copy.deepcopy(adapter.model), lambda m: torch.optim.SGD(m.parameters(), lr=0.1)
+    )
     rebuilt = adapter_from_architecture(
-        architecture, adapter.get_arrays(), create_optimizer=lambda p: torch.optim.SGD(p, lr=0.1)
+        architecture,
+        adapter.get_arrays(),
+        create_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
     )
     batches = [_batch(seed=s) for s in range(3)]
     # Execute

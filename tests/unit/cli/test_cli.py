@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scatterbrained.cli.main import main
-from scatterbrained.cli.progress import print_summary
+from scatterbrained.cli.progress import fmt_bytes, print_summary
 from scatterbrained.cli.simulate import _apply_overrides, demo_config
 from scatterbrained.sim.config import FaultEvent, SimConfig, load_config
 from scatterbrained.sim.runner import RunResult
@@ -120,13 +120,17 @@ def test_keys_generate_writes_a_private_secret_and_a_public_file(
     code, out, err = run_main(["keys", "generate", str(path)], capsys)
 
     assert code == 0, err
-    public_path = tmp_path / "node.pub"
+    public_path = tmp_path / "node.key.pub"  # the README's name
     pair = KeyPair.load(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_public_key(public_path) == pair.public
     assert "secret-key" not in public_path.read_text(encoding="ascii")
-    assert f"public key: {pair.public}" in out
-    assert f"written: {public_path}" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.key", "node.key.pub"]
+    assert out.splitlines() == [
+        f"wrote the secret key: {path} (mode 0600, keep it private; --keys {path})",
+        f"wrote the public key: {public_path} (hand it to peers; --allow {public_path})",
+        f"public key: {pair.public}",
+    ]
 
 
 def test_keys_generate_refuses_to_overwrite_without_force(
@@ -146,12 +150,14 @@ def test_keys_generate_refuses_to_overwrite_without_force(
 def test_keys_generate_refuses_to_overwrite_a_lone_public_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "node.pub").write_text("someone else's key", encoding="ascii")
+    (tmp_path / "node.key.pub").write_text("someone else's key", encoding="ascii")
 
     code, _, err = run_main(["keys", "generate", str(tmp_path / "node.key")], capsys)
 
     assert code == 2
-    assert err.strip() == f"error: {tmp_path / 'node.pub'} exists; pass --force to overwrite it"
+    assert err.strip() == (
+        f"error: {tmp_path / 'node.key.pub'} exists; pass --force to overwrite it"
+    )
     assert not (tmp_path / "node.key").exists()
 
 
@@ -282,5 +288,97 @@ def test_summary_says_when_churn_happened(
     out = capsys.readouterr().out
     # the row of epoch 3 carries the event: the kill happened after epoch 2, before epoch 3
     assert "churn: n002 killed before epoch 3" in out
-    assert "2.0 KB" in out and "0.900" in out
+    assert "2.0 kB" in out and "0.900" in out  # SI units: 2048 B is 2.0 kB
     assert squash(f"plot: {tmp_path / 'accuracy.png'}") in squash(out)
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (2048, "2.0 kB"),
+        (1_048_576, "1.0 MB"),  # one MiB is 1.05 MB, shown as 1.0 MB
+        (2_300_000, "2.3 MB"),  # 2.19 MiB: printed as "2.2 MB" before
+        (26_500_000, "26.5 MB"),
+        (999_960, "1.0 MB"),
+        (3_000_000_000, "3.0 GB"),
+    ],
+)
+def test_byte_counts_are_printed_in_si_units(count: int, shown: str) -> None:
+    assert fmt_bytes(count) == shown
+
+
+# ---------------------------------------------------------------------------- node
+
+
+def test_node_with_keys_but_no_allow_list_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "node.key"
+    KeyPair.generate().save(key)
+
+    code, out, err = run_main(["node", "-n", "x", "--keys", str(key), "--discovery", "off"], capsys)
+
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: --keys {key} needs --allow: without an allow-list every peer is refused; "
+        "pass --allow PEER_KEY (a public key or a peer's .pub file) once per peer"
+    ]
+    assert "listening" not in out
+
+
+def test_node_with_an_allow_list_but_no_keys_refuses_to_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    peer = KeyPair.generate().public
+
+    code, out, err = run_main(["node", "-n", "x", "--allow", peer, "--discovery", "off"], capsys)
+
+    assert code == 2
+    assert err.startswith("error: --allow needs --keys") and len(err.strip().splitlines()) == 1
+    assert "listening" not in out
+
+
+def test_node_with_a_missing_key_file_says_how_to_make_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, peer = tmp_path / "nope.key", KeyPair.generate().public
+
+    code, _, err = run_main(
+        ["node", "-n", "x", "--keys", str(key), "--allow", peer, "--discovery", "off"], capsys
+    )
+
+    assert code == 2
+    assert err.strip() == (
+        f"error: cannot read the key file {key}: No such file or directory; "
+        f"create it with 'scatterbrained keys generate {key}'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "given"), [(["--id", "c"], "--id c"), ([], "no --id (a random id)")]
+)
+def test_node_outside_its_graph_topology_refuses_to_start(
+    argv: list[str], given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(
+        ["node", "-n", "x", "--topology", "graph:edges=a~b", *argv, "--discovery", "off"], capsys
+    )
+
+    assert code == 2
+    assert err.strip() == (
+        f"error: the graph topology names nodes a, b, but this node has {given}: it would "
+        "exchange with nobody; pass --id with one of those ids, or add an edge naming it"
+    )
+    assert "listening" not in out
+
+
+def test_node_topology_typo_names_the_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["node", "-n", "x", "--topology", "grid:colums=3"], capsys)
+
+    assert code == 2
+    assert err.strip() == (
+        "error: topology 'grid' does not take parameter(s) colums (did you mean 'cols'?); "
+        "valid parameters: cols"
+    )

@@ -243,3 +243,120 @@ def test_real_process_keys_generate_refuses_to_overwrite(tmp_path: Path) -> None
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {key} exists; pass --force to overwrite it"
     assert key.read_text(encoding="utf-8") == "keep me"
+
+
+# ------------------------------------------------------------- topologies naming node ids
+
+
+@pytest.mark.parametrize(
+    ("topology", "fragment"),
+    [
+        (
+            "graph:edges=a~b|n000~n001",
+            "topology = 'graph:edges=a~b|n000~n001' names node id(s) a, b that no node has; "
+            "valid node ids: n000, n001, n002, n003; use those ids (e.g. graph:edges=n000~n001)",
+        ),
+        ("graph:edges=n000~n004", "names node id(s) n004 that no node has"),
+        ("star:center=server", "names node id(s) server that no node has"),
+        ("neighbourhoods:hubs=h1|n001", "names node id(s) h1 that no node has"),
+        ("graph", "topology 'graph' needs parameter 'edges' with at least one edge"),
+        (
+            "grid:colums=3",
+            "topology 'grid' does not take parameter(s) colums (did you mean 'cols'?); "
+            "valid parameters: cols",
+        ),
+        ("random-regular:kk=3,seed=1", "parameter(s) kk (did you mean 'k'?)"),
+    ],
+)
+def test_topology_naming_unknown_nodes_or_parameters_is_one_error(
+    topology: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, f'nodes = 4\ntopology = "{topology}"')
+
+    code, out, err = run_main(["simulate", str(config)], capsys)
+
+    assert_one_error_line(code, out, err, fragment)
+    assert not (tmp_path / "run").exists()
+    assert "loading" not in out  # found before the dataset was loaded
+
+
+def test_a_graph_of_simulated_ids_passes_the_check() -> None:
+    from scatterbrained.cli.simulate import check_runnable
+    from scatterbrained.sim.config import SimConfig
+
+    check_runnable(SimConfig(nodes=3, topology="graph:edges=n000~n001|n001~n002"))
+
+
+# ----------------------------------------------------------------------- without torch
+
+#: Run first in a child interpreter: `import torch` fails there as if it were not installed.
+BLOCK_TORCH = {
+    "finder": (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+    ),
+    "sys.modules": "import sys\nsys.modules['torch'] = None\n",
+}
+
+
+def run_without_torch(
+    how: str, args: list[str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    code = (
+        BLOCK_TORCH[how] + f"from scatterbrained.cli.main import main\nsys.exit(main({args!r}))\n"
+    )
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(SRC.parent)]),
+        "SCATTERBRAINED_DISCOVERY": "loopback",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=tmp_path,
+        env=environment,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("how", sorted(BLOCK_TORCH))
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_without_torch_the_simulator_says_how_to_install_it(
+    how: str, command: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+
+    done = run_without_torch(
+        how,
+        [command, "--nodes", "2", "--epochs", "1", "--dataset", "digits", "--out", str(out)],
+        tmp_path,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "needs PyTorch" in lines[0] and "pip install 'scatterbrained[torch]'" in lines[0]
+    assert not out.exists()  # no half-made run folder
+
+
+def test_without_torch_a_node_with_a_torch_model_says_how_to_install_it(tmp_path: Path) -> None:
+    done = run_without_torch(
+        "finder",
+        ["node", "-n", "x", "--model", "examples.deploy:model", "--discovery", "off"],
+        tmp_path,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: 'examples.deploy:model' needs PyTorch, which cannot be imported "
+        "(No module named 'torch'); install it with pip install 'scatterbrained[torch]'"
+    ]
+    assert "listening" not in done.stdout

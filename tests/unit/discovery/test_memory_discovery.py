@@ -40,8 +40,8 @@ def beacon(node_id: str, mode: str = "peer", version: int = 0, session: int = 1)
 
 def drain(discovery: MemoryDiscovery) -> list[tuple[EventKind, str]]:
     events: list[DiscoveryEvent] = []
-    while not discovery._events.empty():
-        events.append(discovery._events.get_nowait())
+    while (event := discovery._events.pop_nowait()) is not None:
+        events.append(event)
     return [(event.kind, event.beacon.node_id) for event in events]
 
 
@@ -80,8 +80,9 @@ def test_three_nodes_find_each_other_through_the_hub() -> None:
             # Execute
             await wait_until(lambda: all(len(n.candidates()) == 2 for n in nodes), 2.0)
             first = await asyncio.wait_for(nodes[2].next_event(), 1.0)
+            found = {b.node_id for b in nodes[0].candidates()}
         # Assert
-        assert {b.node_id for b in nodes[0].candidates()} == {"n1", "n2"}
+        assert found == {"n1", "n2"}
         assert first.kind is EventKind.SEEN
         assert first.beacon.host == "127.0.0.1"  # empty host filled in, like UDP's source IP
 
@@ -89,17 +90,17 @@ def test_three_nodes_find_each_other_through_the_hub() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_closed_node_is_lost_after_peer_timeout_not_before() -> None:
+def test_silent_node_is_lost_after_peer_timeout_not_before() -> None:
     async def main() -> None:
         # Prepare
         clock = FakeClock()
         hub = MemoryDiscoveryHub(clock=clock)
-        watcher, leaver = await manual(hub, "w"), await manual(hub, "l")
+        watcher, quiet = await manual(hub, "w"), await manual(hub, "q")
         watcher.tick()
-        assert drain(watcher) == [(EventKind.SEEN, "l")]
+        assert drain(watcher) == [(EventKind.SEEN, "q")]
         # Execute
         clock.now = 10.0
-        await leaver.close()
+        quiet.announce(None)
         clock.now = 15.0
         watcher.tick()
         at_timeout = drain(watcher)
@@ -107,10 +108,112 @@ def test_closed_node_is_lost_after_peer_timeout_not_before() -> None:
         watcher.tick()
         after_timeout = drain(watcher)
         await watcher.close()
+        await quiet.close()
         # Assert
         assert at_timeout == []
-        assert after_timeout == [(EventKind.LOST, "l")]
+        assert after_timeout == [(EventKind.LOST, "q")]
         assert watcher.candidates() == []
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
+def test_closed_node_is_lost_at_once_without_a_tick_or_the_clock_moving() -> None:
+    async def main() -> None:
+        # Prepare
+        hub = MemoryDiscoveryHub(clock=FakeClock())
+        watchers = [await manual(hub, "w1"), await manual(hub, "w2")]
+        leaver = await manual(hub, "l")
+        for watcher in watchers:
+            watcher.tick()
+            drain(watcher)
+        # Execute
+        await leaver.close()
+        # Assert: during close(), before any tick, with the clock standing still
+        assert [drain(w) for w in watchers] == [[(EventKind.LOST, "l")]] * 2
+        assert [[b.node_id for b in w.candidates()] for w in watchers] == [["w2"], ["w1"]]
+        for watcher in watchers:
+            watcher.tick()  # reading the closed entry later reports nothing twice
+        assert [drain(w) for w in watchers] == [[], []]
+        for watcher in watchers:
+            await watcher.close()
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
+def test_aborted_node_that_went_silent_first_is_lost_at_close() -> None:
+    async def main() -> None:
+        # Prepare: Node.abort() and Node.close() call announce(None) and then close()
+        clock = FakeClock()
+        hub = MemoryDiscoveryHub(clock=clock)
+        watcher, leaver = await manual(hub, "w"), await manual(hub, "l")
+        watcher.tick()
+        drain(watcher)
+        leaver.announce(None)
+        clock.now = 1.0
+        watcher.tick()  # the withdrawal is seen: LOST due at 6.0
+        silent = drain(watcher)
+        # Execute
+        await leaver.close()
+        # Assert
+        assert silent == []
+        assert drain(watcher) == [(EventKind.LOST, "l")]
+        clock.now = 10.0
+        watcher.tick()
+        assert drain(watcher) == []  # the pending timeout was cancelled
+        await watcher.close()
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
+def test_close_of_an_old_session_does_not_lose_the_restarted_node() -> None:
+    async def main() -> None:
+        # Prepare: a node restarts (new session) before its old discovery is closed
+        hub = MemoryDiscoveryHub(clock=FakeClock())
+        watcher = await manual(hub, "w")
+        old = await manual(hub, "n")
+        watcher.tick()
+        new = MemoryDiscovery(hub, interval=1e6, peer_timeout=5.0)
+        new.announce(beacon("n", session=2))
+        await new.start()
+        watcher.tick()
+        # Execute
+        await old.close()
+        watcher.tick()
+        # Assert
+        assert drain(watcher) == [(EventKind.SEEN, "n"), (EventKind.SEEN, "n")]
+        assert [(b.node_id, b.session) for b in watcher.candidates()] == [("n", 2)]
+        for discovery in (watcher, new):
+            await discovery.close()
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
+def test_real_clock_next_event_reports_a_closed_member_promptly() -> None:
+    async def main() -> None:
+        # Prepare: a long peer timeout and a slow poll: only the departure notice is fast
+        hub = MemoryDiscoveryHub()
+        watcher = MemoryDiscovery(hub, interval=0.01, peer_timeout=30.0)
+        leaver = MemoryDiscovery(hub, interval=0.01, peer_timeout=30.0)
+        watcher.announce(beacon("w"))
+        leaver.announce(beacon("l"))
+        async with watcher:
+            await leaver.start()
+            seen = await asyncio.wait_for(watcher.next_event(), 2.0)
+            # Execute
+            started = time.monotonic()
+            await leaver.close()
+            lost = await asyncio.wait_for(watcher.next_event(), 2.0)
+            # Assert
+            assert (seen.kind, lost.kind, lost.beacon.node_id) == (
+                EventKind.SEEN,
+                EventKind.LOST,
+                "l",
+            )
+            assert time.monotonic() - started < 0.5
 
     run(main())
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 
 from scatterbrained.errors import ConfigurationError
+from scatterbrained.federation.modes import ModeController
 from scatterbrained.federation.policies import (
     AfterEpochs,
     AfterSeconds,
@@ -147,3 +149,85 @@ def test_policy_from_spec_validation_threshold() -> None:
 def test_policy_from_spec_rejects(spec: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         policy_from_spec(spec)
+
+
+# ------------------------------------------------------------- names of custom policies
+
+
+def _named_policy(state: PolicyState) -> str:
+    return "seeding"
+
+
+class _CallablePolicy:
+    def __call__(self, state: PolicyState) -> str:
+        return "peer"
+
+
+def test_custom_policies_are_named_without_addresses() -> None:
+    def main() -> FromCallable:
+        return FromCallable(lambda s: "peer")
+
+    shown = {
+        repr(main()),
+        repr(FromCallable(_named_policy)),
+        repr(FromCallable(functools.partial(_named_policy))),
+        repr(FromCallable(_CallablePolicy())),
+        repr(as_policy(lambda s: None)),
+    }
+
+    assert shown == {
+        "test_custom_policies_are_named_without_addresses.<locals>.main.<locals>.<lambda>",
+        "_named_policy",
+        "partial(_named_policy)",
+        "_CallablePolicy",
+        "test_custom_policies_are_named_without_addresses.<locals>.<lambda>",
+    }
+    assert not any("0x" in text or "function" in text for text in shown)
+
+
+def test_a_mode_switch_by_a_custom_policy_names_the_function() -> None:
+    def main() -> ModeController:
+        return ModeController(PEER, lambda s: "offline" if s.peers == 0 else "peer")
+
+    modes = main()
+    switch = modes.evaluate(state(peers=0))
+
+    assert switch is not None and switch.new is OFFLINE
+    assert switch.reason == (
+        "policy test_a_mode_switch_by_a_custom_policy_names_the_function.<locals>.main."
+        "<locals>.<lambda>"
+    )
+
+
+def test_an_invalid_answer_names_the_policy_function() -> None:
+    with pytest.raises(ConfigurationError, match=r"^policy _bad_policy returned 'peeer'"):
+        FromCallable(_bad_policy)(state())
+
+
+def _bad_policy(state: PolicyState) -> str:
+    return "peeer"
+
+
+# ------------------------------------------------------------- spec parameter typos
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "leech-until:sampels=5",
+            "policy 'leech-until' does not take parameter(s) sampels (did you mean 'samples'?); "
+            "valid parameters: samples, then",
+        ),
+        (
+            "validation-threshold:acuracy=0.8",
+            "policy 'validation-threshold' does not take parameter(s) acuracy (did you mean "
+            "'accuracy'?); valid parameters: accuracy, loss, then, before",
+        ),
+        ("after-epochs:epochs=2,thne=seeding", "thne (did you mean 'then'?)"),
+    ],
+)
+def test_a_misspelt_parameter_is_named_not_reported_missing(spec: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        policy_from_spec(spec)
+    assert message in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import networkx as nx
@@ -21,6 +22,8 @@ from scatterbrained.federation.topology import (
     Ring,
     Star,
     Topology,
+    check_node_ids,
+    named_nodes,
     topology_from_spec,
 )
 
@@ -348,3 +351,80 @@ def test_random_regular_is_not_just_a_relabelled_circulant() -> None:
     # Assert
     assert any(not nx.is_isomorphic(g, circulant) for g in draws)
     assert all(nx.is_connected(g) for g in draws)
+
+
+# ------------------------------------------------------------- misspelt parameters
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "grid:colums=3",
+            "topology 'grid' does not take parameter(s) colums (did you mean 'cols'?); "
+            "valid parameters: cols",
+        ),
+        (
+            "random-regular:kk=4,seed=1",
+            "topology 'random-regular' does not take parameter(s) kk (did you mean 'k'?); "
+            "valid parameters: k, seed, redraw_every",
+        ),
+        ({"name": "star", "centre": "a"}, "centre (did you mean 'center'?)"),
+        ("graph:edgs=a~b", "edgs (did you mean 'edges'?)"),
+        ("graph", "topology 'graph' needs parameter 'edges' with at least one edge"),
+        ("graph:edges=", "needs parameter 'edges' with at least one edge"),
+    ],
+)
+def test_a_misspelt_parameter_is_named_with_the_valid_ones(spec: object, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        topology_from_spec(spec)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+
+
+# ------------------------------------------------------------- node ids a topology names
+
+
+def test_named_nodes_of_each_kind() -> None:
+    assert named_nodes(Graph([("a", "b"), ("b", "c")])) == {"a", "b", "c"}
+    assert named_nodes(Star(center="hub")) == {"hub"}
+    assert named_nodes(Star()) == frozenset()
+    assert named_nodes(Neighbourhoods(hubs=["h1"], groups=[["h1", "x"]])) == {"h1", "x"}
+    assert named_nodes(Ring()) == frozenset() and named_nodes(Grid(cols=2)) == frozenset()
+
+
+def test_check_node_ids_names_unknown_and_valid_ids() -> None:
+    simulated = [f"n{i:03d}" for i in range(4)]
+    check_node_ids(Graph([("n000", "n003")]), simulated)
+    check_node_ids(Ring(), simulated)
+
+    with pytest.raises(ConfigurationError) as caught:
+        check_node_ids(topology_from_spec("graph:edges=a~b|n000~n001"), simulated)
+
+    assert str(caught.value) == (
+        "topology Graph names node id(s) a, b that no node has; valid node ids: "
+        "n000, n001, n002, n003; use those ids (e.g. graph:edges=n000~n001)"
+    )
+
+
+def test_check_node_ids_shortens_a_long_list_of_valid_ids() -> None:
+    simulated = [f"n{i:03d}" for i in range(64)]
+
+    with pytest.raises(ConfigurationError, match=r"n007, \.\.\., n063 \(64 ids\).*star:center"):
+        check_node_ids(Star(center="server"), simulated, name="topology = 'star:center=server'")
+
+
+def test_a_graph_warns_once_about_a_node_no_edge_names(caplog: pytest.LogCaptureFixture) -> None:
+    graph = Graph([("a", "b")])
+    caplog.set_level(logging.WARNING, logger="scatterbrained.federation.topology")
+
+    for _ in range(3):
+        alone = graph.neighbours("c", ["a", "b", "c"])
+    in_graph = graph.neighbours("a", ["a", "b", "c"])
+
+    assert alone == Neighbours(frozenset(), frozenset())
+    assert in_graph.out == {"b"}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "Graph topology has no edge naming node 'c' (its nodes: a, b): this node exchanges "
+        "with nobody and trains alone; name it in an edge or give the node one of those ids"
+    ]

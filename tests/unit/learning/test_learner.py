@@ -213,10 +213,10 @@ def test_gossip_on_a_ring_beats_local_training_on_label_skewed_digits(
         keep = digits.y_train % 4 == i  # 2-3 classes per node
         return ArrayLoader(digits.x_train[keep][:300], digits.y_train[keep][:300], 32, seed=i)
 
-    def adam(params: Any) -> Any:
+    def adam(model: Any) -> Any:
         import torch
 
-        return torch.optim.Adam(params, lr=0.01)
+        return torch.optim.Adam(model.parameters(), lr=0.01)
 
     test = ArrayLoader(digits.x_test, digits.y_test, 512, shuffle=False)
     local: list[float] = []
@@ -302,8 +302,10 @@ def test_share_every_federates_every_k_steps(
             assert [len(s.calls) for s in spies] == [4, 4]
             assert all(o[0].sender == "b" for _, o in spies[0].calls)
             assert a.history[0].merged_from == ("b",)
-            assert a.history[0].version == 4 + 1  # 4 exchanges + the end-of-epoch publish
-            assert a.history[1].version == 5 + 1 + 1  # one more exchange (alone now) + publish
+            # The version moves with every change: 4 x (train + merge) + the epoch's last steps.
+            assert a.history[0].version == 4 * 2 + 1
+            assert a.history[1].version == 9 + 1 + 1  # one more exchange (alone: no merge)
+            assert a.learner.exchange.round == 5  # rounds: one per exchange
 
     arun(main)
 
@@ -608,7 +610,7 @@ def test_sync_model_reports_peers_that_cannot_serve(arun: Run, cluster_factory: 
                 await ns.sync_model(timeout=0.5)
 
             message = str(raised.value)
-            assert "empty: unavailable (no model yet)" in message
+            assert "empty: no model yet" in message  # announced: it is not even asked
             assert "leech" not in message  # a leecher is never asked
             assert ns.model is None
 
@@ -646,11 +648,10 @@ def test_weights_holding_nan_are_never_merged_and_are_counted(
             poisoned = {k: v.copy() for k, v in bad.learner.adapter.get_arrays().items()}
             first = next(iter(poisoned))
             poisoned[first].flat[0] = np.nan
-            record = bad_node.peers.get("good")
             update = ModelUpdate(version=0, samples=10, mode="peer", arrays=poisoned)
             before = weights(good.model)
 
-            await bad._send(record, update)
+            await bad.send("good", update)
             await good.train(1, digit_loader(0, 1, 64))
 
             assert good.history[0].merged_from == ()

@@ -25,7 +25,7 @@ def test_all_finite_spots_nan_and_infinity_in_float_arrays_only() -> None:
     assert not all_finite({**clean, "b": np.array([np.inf], np.float64)})
 
 
-def test_the_published_digest_is_cached_until_the_next_publish(
+def test_the_published_digest_is_cached_until_the_next_commit(
     arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
 ) -> None:
     async def main() -> None:
@@ -34,14 +34,14 @@ def test_the_published_digest_is_cached_until_the_next_publish(
             ns = node.namespace("X", mlp(0))
             await ns.open()
             learner = ns.learner
-            before = learner.published_digest()
+            before = learner.state.digest()
 
             await ns.train(1, digit_loader(0, 1, 64))
-            after = learner.published_digest()
+            after = learner.state.digest()
 
             assert before != after
-            assert after == compute_digest(learner.published)
-            assert learner.published_digest() is after  # not recomputed
+            assert after == compute_digest(learner.state.published)
+            assert learner.state.digest() is after  # not recomputed
 
     arun(main)
 
@@ -54,7 +54,7 @@ def test_a_learner_without_a_model_has_no_digest(arun: Run, cluster_factory: Any
             await ns.open()
 
             with pytest.raises(ConfigurationError, match="published no model"):
-                ns.learner.published_digest()
+                ns.learner.state.digest()
 
     arun(main)
 

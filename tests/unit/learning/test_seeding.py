@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scatterbrained.learning.seeding import RESEND_AFTER_S, SeedLedger
+from scatterbrained.federation.rounds import RESEND_AFTER_S, SeedLedger
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -130,7 +130,7 @@ def test_partition_cuts_both_ways_and_heal_restores() -> None:
     run(main)
 
 
-def test_closed_and_unknown_addresses_drop_silently() -> None:
+def test_closed_and_unknown_addresses_are_refused_at_once_and_counted() -> None:
     async def main() -> None:
         network = MemoryNetwork()
         async with MemoryTransport(network) as a:
@@ -140,10 +140,11 @@ def test_closed_and_unknown_addresses_drop_silently() -> None:
             await b.close()
             await b.close()
 
-            to_closed = await a.send(gone, [b"x"])
-            to_unknown = await a.send("tcp://memory:4242", [b"y"])
+            to_closed = await a.send(gone, [b"x"], timeout=10.0)  # known at once: no wait
+            to_unknown = await a.send("tcp://memory:4242", [b"y"], timeout=10.0)
 
-            assert to_closed and to_unknown
+            assert to_closed is False and to_unknown is False
+            assert a.stats.send_dropped == 2 and a.stats.messages_out == 0
             assert network.stats.lost == 2
             assert gone not in network.addresses
             with pytest.raises(TransportError, match="closed"):
@@ -154,16 +155,58 @@ def test_closed_and_unknown_addresses_drop_silently() -> None:
     run(main)
 
 
-def test_full_inbound_queue_drops_and_counts() -> None:
+def test_full_inbound_queue_waits_for_room_then_drops_and_counts() -> None:
     async def main() -> None:
         network = MemoryNetwork()
         async with MemoryTransport(network) as a, MemoryTransport(network, recv_hwm=2) as b:
-            results = [await a.send(b.address, [bytes([i])]) for i in range(3)]
+            loop = asyncio.get_running_loop()
+            results = [await a.send(b.address, [bytes([i])], timeout=0.05) for i in range(2)]
+            started = loop.time()
+            results.append(await a.send(b.address, [b"\x02"], timeout=0.05))
+            waited = loop.time() - started
 
             assert results == [True, True, False]
+            assert 0.04 <= waited < 1.0
             assert a.stats.send_dropped == 1 and a.stats.messages_out == 2
             assert network.stats.overflow == 1
             assert texts(await b.recv()) == [b"\x00"]
+
+    run(main)
+
+
+def test_delayed_message_to_a_receiver_gone_on_arrival_is_counted_lost() -> None:
+    async def main() -> None:
+        network = MemoryNetwork(delay=0.05)
+        async with MemoryTransport(network) as a:
+            b = MemoryTransport(network)
+            await b.start()
+
+            in_flight = await a.send(b.address, [b"x"])  # reachable when sent
+            await b.close()
+            for _ in range(100):  # bounded poll until the message has landed
+                if network.stats.lost:
+                    break
+                await asyncio.sleep(0.01)
+
+            assert in_flight is True
+            assert network.stats.lost == 1 and network.stats.delivered == 0
+
+    run(main)
+
+
+def test_oversized_frame_is_counted_and_the_rest_flows() -> None:
+    async def main() -> None:
+        network = MemoryNetwork()
+        async with (
+            MemoryTransport(network) as a,
+            MemoryTransport(network, max_frame_bytes=8) as b,
+        ):
+            assert await a.send(b.address, [b"123456789"])
+            assert await a.send(b.address, [b"12345678"])
+
+            assert texts(await b.recv()) == [b"12345678"]
+            assert network.stats.oversized == 1 and network.stats.delivered == 1
+            assert await recv_within(b, 0.02) is None
 
     run(main)
 
@@ -236,3 +279,7 @@ def test_invalid_settings_raise_configuration_error() -> None:
         MemoryNetwork(delay=-1)
     with pytest.raises(ConfigurationError, match="allowed_keys needs keys"):
         MemoryTransport(MemoryNetwork(), allowed_keys=[])
+    with pytest.raises(ConfigurationError, match="send_timeout"):
+        MemoryTransport(MemoryNetwork(), send_timeout=0)
+    with pytest.raises(ConfigurationError, match="max_frame_bytes"):
+        MemoryTransport(MemoryNetwork(), max_frame_bytes=0)

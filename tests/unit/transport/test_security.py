@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from zmq.utils import z85
 
 from scatterbrained.errors import SecurityError
 from scatterbrained.transport.security import (
+    MAX_REPORTED_KEYS,
     KeyPair,
     KeyPolicy,
     ZapHandler,
@@ -43,7 +45,8 @@ def test_save_load_round_trip_and_secret_file_mode(tmp_path: Path) -> None:
     loaded = KeyPair.load(secret_path)
 
     assert loaded == keys
-    assert public_path == tmp_path / "node.pub"
+    assert public_path == tmp_path / "node.key.pub"  # the README's name: .pub appended
+    assert public_path.is_file() and not (tmp_path / "node.pub").exists()
     assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
     assert keys.secret not in public_path.read_text()
     assert load_public_key(public_path) == keys.public
@@ -163,3 +166,82 @@ def test_zap_replies_accept_only_allowed_curve_keys() -> None:
     assert refused[2] == b"400" and refused[4] == b""
     assert null[2] == b"400"
     assert short[1:3] == [b"7", b"400"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "public"),
+    [("node.key", "node.key.pub"), ("node", "node.pub"), ("a.b.key", "a.b.key.pub")],
+)
+def test_public_path_appends_pub_to_the_whole_name(secret: str, public: str) -> None:
+    assert KeyPair.public_path(Path("keys") / secret) == Path("keys") / public
+
+
+def test_public_files_of_older_versions_still_load(tmp_path: Path) -> None:
+    keys = KeyPair.generate()
+    keys.save(tmp_path / "node.key")
+    legacy = tmp_path / "old.pub"  # what older versions wrote for old.key
+    legacy.write_text((tmp_path / "node.key.pub").read_text())
+
+    assert load_public_key(legacy) == keys.public
+    with pytest.raises(SecurityError, match=r"old\.pub exists .* pass that path"):
+        load_public_key(tmp_path / "old.key.pub")
+
+
+def _refuse(handler: ZapHandler, key: str) -> list[bytes]:
+    return handler._reply(_zap_request(b"CURVE", [z85.decode(key)]))
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_refused_key_is_named_once_with_how_to_allow_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stranger, denied = KeyPair.generate().public, KeyPair.generate().public
+    policy = KeyPolicy(set())
+    policy.deny(denied)
+    context = zmq.asyncio.Context()
+    caplog.set_level(logging.DEBUG, logger="scatterbrained.transport.security")
+    try:
+        handler = ZapHandler(context, policy)
+        replies = [_refuse(handler, stranger) for _ in range(3)] + [_refuse(handler, denied)]
+    finally:
+        context.term()
+
+    assert all(reply[2] == b"400" for reply in replies)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1  # three refusals of one key, one warning; the denied key: none
+    assert stranger in warnings[0] and "from 127.0.0.1" in warnings[0]
+    assert f"--allow '{stranger}'" in warnings[0]  # quoted: Z85 has shell characters
+    assert f"allowed_keys=[..., {stranger!r}]" in warnings[0]
+    assert denied not in warnings[0]
+
+
+def test_refusal_warnings_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    policy = KeyPolicy(set())
+    strangers = [KeyPair.generate().public for _ in range(MAX_REPORTED_KEYS + 5)]
+    caplog.set_level(logging.WARNING, logger="scatterbrained.transport.security")
+
+    warned = [policy.report_refused(key) for key in strangers + strangers]
+
+    assert sum(warned) == MAX_REPORTED_KEYS
+    warnings = _warnings(caplog)
+    assert len(warnings) == MAX_REPORTED_KEYS + 1  # one per key, then one "no more" line
+    assert "further refused keys are logged at DEBUG level" in warnings[-1]
+
+
+def test_an_allowed_key_is_not_reported_and_is_reported_again_after_removal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = KeyPair.generate().public
+    policy = KeyPolicy(set())
+    caplog.set_level(logging.WARNING, logger="scatterbrained.transport.security")
+
+    first = policy.report_refused(key)
+    policy.allow(key)
+    while_allowed = policy.report_refused(key)
+    policy.forget(key)
+    again = policy.report_refused(key)
+
+    assert (first, while_allowed, again) == (True, False, True)
