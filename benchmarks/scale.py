@@ -72,9 +72,9 @@ def scale_config(nodes: int, epochs: int, model: str, out: Path) -> Any:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """Peak resident set in MB (10^6 B; ``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
 class WarningCounter(logging.Handler):
@@ -136,7 +136,7 @@ def run_one(nodes: int, epochs: int, model: str, out: Path, trace: bool) -> dict
         "warnings": len(warnings.messages),
     }
     if trace:
-        measured["tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        measured["tracemalloc_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 1e6, 1)
         tracemalloc.stop()
     return measured
 

@@ -120,6 +120,7 @@ class ModelSharing:
             arrays=published,
             digest=self.state.digest(),
             architecture=architecture,
+            round=self.exchange.round,
         )
 
     async def _export_architecture(self) -> Architecture | None:
@@ -283,6 +284,7 @@ class ModelSharing:
             state.install(adapter)
         state.commit("adopt", offer.arrays, version=max(state.version, offer.version))
         exchange = self.exchange
+        exchange.round = max(exchange.round, offer.round)  # join the round the peer is in
         if source == exchange.center():  # a centre's version bounds the rounds it has pushed
             exchange.global_source = source
             exchange.global_round = max(exchange.global_round, offer.version - 1)

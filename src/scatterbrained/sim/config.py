@@ -260,11 +260,12 @@ def _check_specs(config: SimConfig) -> None:
     """Build every spec once, so a typo fails here and not after the nodes started."""
     from ..federation.aggregation import aggregator_from_spec
     from ..federation.policies import policy_from_spec
-    from ..federation.topology import topology_from_spec
+    from ..federation.topology import check_node_ids, topology_from_spec
     from .models import MODEL_FACTORIES
     from .partition import parse_partition_spec
 
-    topology_from_spec(config.topology)
+    ids = [f"n{i:03d}" for i in range(config.nodes)]
+    check_node_ids(topology_from_spec(config.topology), ids, name=f"topology = {config.topology!r}")
     aggregator_from_spec(config.aggregator)
     parse_partition_spec(config.partition)
     _check(

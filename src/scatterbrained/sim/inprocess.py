@@ -2,8 +2,14 @@
 
 The nodes are real :class:`~scatterbrained.node.Node` objects; the runner only decides
 *when* each trains: all live nodes train one epoch concurrently (federating in synchronous
-rounds), then the faults scheduled after that epoch happen, the membership settles, and the
-next epoch starts. With the in-memory transport this makes a seeded run reproducible.
+rounds), then the faults scheduled after that epoch happen, the membership settles (every
+node sees every other's mode and model version), and the next epoch starts.
+
+With the in-memory transport no decision depends on wall-clock time, so a seeded run gives
+the same metrics on an idle or a loaded machine: a crashed node is reported LOST at once by
+the in-memory discovery (never by a timeout), peers never expire by silence, and a round
+waits for every live expected neighbour however long its training takes
+(:data:`MEMORY_ROUND_TIMEOUT`; the wait still ends at once when a neighbour leaves).
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ __all__ = ["SimNode", "run_in_process"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds without a beacon after which a simulated peer is gone (in-process backends).
+#: Seconds without a beacon after which a simulated peer is gone (the loopback ZeroMQ
+#: backend; the memory backend never expires a peer by silence, see MEMORY_PEER_TIMEOUT).
 SIM_PEER_TIMEOUT = 1.0
+#: The memory backend's peer timeout: in effect never (a crash is reported LOST at once).
+MEMORY_PEER_TIMEOUT = 24 * 3600.0
+#: The memory backend's round timeout: a round ends when every live neighbour delivered
+#: (or left), never because a loaded machine trained slowly (600 s only ends a stuck run).
+MEMORY_ROUND_TIMEOUT = 600.0
 #: Seconds a settle step waits for every node to see the same membership.
 SETTLE_TIMEOUT = 30.0
 
@@ -67,15 +79,20 @@ class SimNode:
 
     async def start(self, catch_up: bool = False) -> None:
         """Start the node and join the namespace; with ``catch_up`` restore and sync."""
-        discovery = MemoryDiscovery(self._hub, interval=0.05, peer_timeout=SIM_PEER_TIMEOUT)
+        memory = self.exp.config.backend == "memory"
+        timeout = MEMORY_PEER_TIMEOUT if memory else SIM_PEER_TIMEOUT
+        discovery = MemoryDiscovery(self._hub, interval=0.05, peer_timeout=timeout)
         self.node = Node(self.id, transport=self._make_transport(), discovery=discovery)
         await self.node.start()
+        options = self.exp.namespace_options(self.index)
+        if memory:
+            options["round_timeout"] = MEMORY_ROUND_TIMEOUT
         self.ns = self.node.namespace(
             NAMESPACE,
             self.exp.build_model(),
             self.exp.create_optimizer(),
             checkpoint_dir=self._checkpoint_dir,
-            **self.exp.namespace_options(self.index),
+            **options,
         )
         await self.ns.open()
 
@@ -156,6 +173,7 @@ async def run_in_process(
         await settle(nodes)
         for epoch in range(1, config.epochs + 1):
             events = await apply_faults(nodes, epoch - 1, exp, churn, pending_restarts)
+            await settle(nodes)  # faults, policy switches: every view agrees before rounds
             started = time.monotonic()
             active = [sn for sn in nodes if sn.active]
             records = await asyncio.gather(*(sn.train_epoch() for sn in active))
@@ -208,9 +226,8 @@ async def apply_faults(
             sn.resume()
             catch_up.append(sn)
             events[sn.index] = "resumed"
-    if events:
-        await settle(nodes)
     for sn in catch_up:
+        await settle(nodes, versions=True)  # sync_model ranks the peers by version
         await sn.catch_up()
     return events
 
@@ -220,8 +237,11 @@ def settle_timeout(nodes: int) -> float:
     return max(SETTLE_TIMEOUT, 0.0005 * nodes * nodes)
 
 
-async def settle(nodes: list[SimNode], timeout: float | None = None) -> bool:
-    """Wait until every active node sees exactly the other active nodes as peers.
+async def settle(
+    nodes: list[SimNode], timeout: float | None = None, *, versions: bool = False
+) -> bool:
+    """Wait until every active node sees exactly the other active nodes as peers, with
+    their modes (and, with ``versions``, their model versions).
 
     Active: running, not paused and not OFFLINE. An OFFLINE node (configured so, or paused)
     is silent and tracks nobody, so its own view is not waited for. ``timeout`` defaults to
@@ -231,20 +251,30 @@ async def settle(nodes: list[SimNode], timeout: float | None = None) -> bool:
         timeout = settle_timeout(len(nodes))
     deadline = time.monotonic() + timeout
     while True:
-        active_ids = {
-            sn.id for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE
-        }
-        settled = all(
-            {p.id for p in sn.ns.peers} == active_ids - {sn.id}
-            for sn in nodes
-            if sn.id in active_ids
-        )
-        if settled:
+        if _settled(nodes, versions):
             return True
         if time.monotonic() >= deadline:
             logger.warning("membership did not settle within %.0f s", timeout)
             return False
         await asyncio.sleep(0.05)
+
+
+def _settled(nodes: list[SimNode], versions: bool) -> bool:
+    """True when every active node sees exactly the other active nodes with their current
+    modes (what rounds decide on) and, with ``versions``, model versions (what
+    ``sync_model`` ranks peers by)."""
+    active = {sn.id: sn for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE}
+    for sn in active.values():
+        if {p.id for p in sn.ns.peers} != set(active) - {sn.id}:
+            return False
+        for other in active.values():
+            if other is sn:
+                continue
+            if sn.ns.peer_mode(other.id) is not other.ns.mode:
+                return False
+            if versions and sn.ns.peer_version(other.id) != other.ns.version:
+                return False
+    return True
 
 
 def metric_row(

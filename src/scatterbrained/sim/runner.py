@@ -80,6 +80,7 @@ def run_simulation(
     config = config.replace(out=str(out))
     status(f"loading {config.dataset}")
     exp = Experiment.load(config)  # a missing dataset fails before the run folder exists
+    exp.build_model()  # and so does a model that cannot be built (e.g. torch missing)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
     started = time.monotonic()

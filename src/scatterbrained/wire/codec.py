@@ -176,7 +176,12 @@ def _offer_to_wire(body: ModelOffer) -> ModelOfferFields:
         check_json_like(arch.kwargs, "Architecture.kwargs")
         wire_arch = ArchitectureFields(arch.format, arch.factory, dict(arch.kwargs))
     return ModelOfferFields(
-        _idx(body.request_id), _idx(body.version), _idx(body.samples), bytes(body.digest), wire_arch
+        _idx(body.request_id),
+        _idx(body.version),
+        _idx(body.samples),
+        bytes(body.digest),
+        wire_arch,
+        _idx(body.round),
     )
 
 
@@ -423,5 +428,5 @@ def _build_offer(wire: ModelOfferFields, entries: list[_Entry]) -> ModelOffer:
     if wire.digest and not hmac.compare_digest(wire.digest, compute_digest(arrays)):
         raise WireError("digest", "the arrays do not match the offer's SHA-256 digest")
     return ModelOffer(
-        wire.request_id, wire.version, wire.samples, arrays, wire.digest, architecture
+        wire.request_id, wire.version, wire.samples, arrays, wire.digest, architecture, wire.round
     )

@@ -142,6 +142,8 @@ class ModelOffer:
         arrays: named weights.
         digest: SHA-256 over the array frames in manifest order, checked on receipt.
         architecture: the architecture, when requested and available.
+        round: the sender's synchronous round counter (-1 when unknown): a node that
+            catches up from it joins the round its neighbours are in.
     """
 
     request_id: int
@@ -150,6 +152,7 @@ class ModelOffer:
     arrays: Mapping[str, np.ndarray]
     digest: bytes = b""
     architecture: Architecture | None = None
+    round: int = -1
 
 
 @dataclass(frozen=True)

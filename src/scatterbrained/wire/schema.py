@@ -152,10 +152,13 @@ class ModelOfferFields(BodyFields, tag=6):
     samples: int
     digest: bytes
     architecture: ArchitectureFields | None
+    round: int = -1
 
     def check(self) -> None:
         """See :meth:`BodyFields.check`."""
         _check_count(self.samples, "ModelOffer.samples")
+        if not -1 <= self.round < 2**62:
+            raise WireError("field", f"ModelOffer.round {self.round} out of range -1..2**62")
         if len(self.digest) not in (0, DIGEST_BYTES):
             raise WireError("digest", f"digest has {len(self.digest)} bytes; expected 0 or 32")
         if self.architecture is not None:
