@@ -126,7 +126,7 @@ class SklearnAdapter:
     def _pick_factory(
         self, factory: tuple[str, Mapping[str, object]] | None
     ) -> tuple[str, dict[str, object]] | None:
-        from .architecture import validate_factory_kwargs, validate_factory_name
+        from .validation import validate_factory_kwargs, validate_factory_name
 
         if factory is not None:
             return validate_factory_name(factory[0]), validate_factory_kwargs(factory[1])

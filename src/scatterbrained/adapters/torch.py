@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from ..wire.messages import Architecture
 from .base import EpochResult, EvalResult, StepHook
+from .validation import check_array_names, validate_factory_kwargs, validate_factory_name
 
 __all__ = ["LossFn", "OptimizerFactory", "TorchAdapter"]
 
@@ -399,29 +400,10 @@ def _checked_factory(
 ) -> tuple[str, dict[str, object]] | None:
     if factory is None:
         return None
-    from .architecture import validate_factory_kwargs, validate_factory_name
-
     if not isinstance(factory, tuple) or len(factory) != 2:
         raise ConfigurationError(f"factory must be a (name, kwargs) pair, got {factory!r}")
     name, kwargs = factory
     return validate_factory_name(name), validate_factory_kwargs(kwargs)
-
-
-def check_array_names(expected: set[str], given: set[str]) -> None:
-    """Raise when ``given`` names differ from ``expected``.
-
-    Raises:
-        ConfigurationError: the message lists (up to 5) missing and unexpected names.
-    """
-    if expected == given:
-        return
-    missing = sorted(expected - given)
-    unexpected = sorted(given - expected)
-    raise ConfigurationError(
-        f"array names do not match the model: missing {missing[:5]}"
-        f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-        f"{' ...' if len(unexpected) > 5 else ''}"
-    )
 
 
 def _checked_array(

@@ -58,7 +58,7 @@ from torch.export import Dim, ExportedProgram
 
 from ..errors import ConfigurationError, ModelSyncError
 from ._export_guard import ProgramSummary, check_state_name, sanitize_program
-from .torch import check_array_names
+from .validation import check_array_names
 
 __all__ = ["MAGIC", "MAX_PAYLOAD_BYTES", "ExportedModule", "export_program", "load_program"]
 

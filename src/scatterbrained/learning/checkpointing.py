@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigurationError, WireError
 from ..history import EpochRecord
@@ -21,12 +22,27 @@ from ..learning_options import LearningOptions
 from ..types import OperatingMode
 from ..wire.codec import check_specs
 from .exchange import all_finite
+from .model_state import ModelState
 from .port import FederationPort
 
-if TYPE_CHECKING:
-    from .learner import Learner
+__all__ = ["Restored", "checkpoint_path", "restore_state", "save_state"]
 
-__all__ = ["checkpoint_path", "restore_learner", "save_learner"]
+
+@dataclass(frozen=True)
+class Restored:
+    """What a checkpoint holds beyond the model state (applied by the learner).
+
+    Attributes:
+        epochs_done: local epochs trained before.
+        round: the synchronous round counter.
+        mode: the operating mode when it was saved.
+        history: the epoch records.
+    """
+
+    epochs_done: int
+    round: int
+    mode: OperatingMode
+    history: list[EpochRecord]
 
 
 def checkpoint_path(options: LearningOptions, port: FederationPort) -> Path | None:
@@ -40,8 +56,14 @@ def checkpoint_path(options: LearningOptions, port: FederationPort) -> Path | No
     return Path(options.checkpoint_dir) / f"{port.node_id}-{safe}.ckpt.npz"
 
 
-async def save_learner(learner: Learner, path: str | Path) -> Path:
-    """Save weights, optimizer state, epoch, version, round and mode atomically.
+async def save_state(path: str | Path, state: ModelState, meta: Mapping[str, Any]) -> Path:
+    """Save the weights, optimizer state and ``meta`` (with the model's counters) atomically.
+
+    Args:
+        path: the file to write.
+        state: the model state saved.
+        meta: the learner's counters: ``namespace``, ``epochs_done``, ``round``, ``mode``,
+            ``history`` (JSON-serialisable).
 
     Returns:
         The path written.
@@ -52,28 +74,26 @@ async def save_learner(learner: Learner, path: str | Path) -> Path:
     """
     from ..checkpoint import save_checkpoint
 
-    state = learner.state
     adapter = state.adapter
     if adapter is None:
         raise ConfigurationError("nothing to checkpoint: the namespace has no model yet")
-    meta = {
-        "namespace": learner.port.name,
-        "epochs_done": learner.epochs_done,
+    full = {
+        **meta,
         "version": state.version,
-        "round": learner.exchange.round,
         "samples_seen": state.samples_seen,
         "local_samples": state.local_samples,
-        "mode": learner.port.mode.value,
-        "history": learner.history_dicts(),
     }
     extra = adapter.checkpoint_state()
     arrays = adapter.get_arrays()
     optimizer = extra if any(value is not None for value in extra.values()) else None
-    return await asyncio.to_thread(save_checkpoint, path, arrays, meta, optimizer)
+    return await asyncio.to_thread(save_checkpoint, path, arrays, full, optimizer)
 
 
-async def restore_learner(learner: Learner, path: str | Path) -> None:
-    """Load a checkpoint written by :func:`save_learner` into ``learner``, all or nothing.
+async def restore_state(path: str | Path, state: ModelState) -> Restored:
+    """Load a checkpoint written by :func:`save_state` into ``state``, all or nothing.
+
+    Returns:
+        The learner's counters, for the caller to apply.
 
     Raises:
         ConfigurationError: no model to load into, or the checkpoint does not fit it, holds
@@ -82,7 +102,6 @@ async def restore_learner(learner: Learner, path: str | Path) -> None:
     """
     from ..checkpoint import load_checkpoint
 
-    state = learner.state
     adapter = state.adapter
     if adapter is None:
         raise ConfigurationError("restore needs a model: pass model= to node.namespace()")
@@ -105,8 +124,7 @@ async def restore_learner(learner: Learner, path: str | Path) -> None:
     state.samples_seen = parsed["samples_seen"]
     state.local_samples = parsed["local_samples"]
     state.commit("restore", version=parsed["version"])
-    learner.restored_history(parsed["history"])
-    learner.restored(parsed["epochs_done"], parsed["round"], parsed["mode"])
+    return Restored(parsed["epochs_done"], parsed["round"], parsed["mode"], parsed["history"])
 
 
 def _parse_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:

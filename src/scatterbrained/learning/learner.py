@@ -295,26 +295,29 @@ class Learner:
         return await self.sharing.sync_model(timeout)
 
     async def checkpoint(self, path: str | Path) -> Path:
-        """Save this learner's state atomically; see :func:`checkpointing.save_learner`."""
-        return await checkpointing.save_learner(self, path)
+        """Save this learner's state atomically; see :func:`checkpointing.save_state`."""
+        meta = {
+            "namespace": self.port.name,
+            "epochs_done": self.epochs_done,
+            "round": self.exchange.round,
+            "mode": self.port.mode.value,
+            "history": self.port.history.to_dicts(),
+        }
+        return await checkpointing.save_state(path, self.state, meta)
 
     async def restore(self, path: str | Path) -> None:
-        """Load a checkpoint into this learner; see :func:`checkpointing.restore_learner`."""
-        await checkpointing.restore_learner(self, path)
+        """Load a checkpoint, all or nothing; the restored mode is announced to the peers.
 
-    def history_dicts(self) -> list[dict[str, Any]]:
-        """The namespace's history as JSON-serialisable dicts (for checkpoints)."""
-        return self.port.history.to_dicts()
-
-    def restored_history(self, records: list[EpochRecord]) -> None:
-        """Replace the namespace's history with a restored one."""
-        self.port.history.records[:] = records
-
-    def restored(self, epochs_done: int, round_: int, mode: OperatingMode) -> None:
-        """Take the counters and mode of a restored checkpoint (the mode is announced)."""
-        self.epochs_done = epochs_done
-        self.exchange.round = max(self.exchange.round, round_)
-        self.port.set_mode(mode, "restored from checkpoint")
+        Raises:
+            ConfigurationError: the file does not fit the model or is corrupt (nothing
+                changed).
+            FileNotFoundError: no file at ``path``.
+        """
+        restored = await checkpointing.restore_state(path, self.state)
+        self.port.history.records[:] = restored.history
+        self.epochs_done = restored.epochs_done
+        self.exchange.round = max(self.exchange.round, restored.round)
+        self.port.set_mode(restored.mode, "restored from checkpoint")
 
     # ------------------------------------------------------------------ inbound
 
