@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from . import aggregation, events, policies, topology
 from .errors import (
+    CheckpointError,
     ConfigurationError,
     DatasetNotFoundError,
     DiscoveryError,
@@ -37,6 +38,7 @@ from .types import Identity, OperatingMode
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConfigurationError",
     "DatasetNotFoundError",
     "DiscoveryError",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigurationError
+from .errors import CheckpointError, ConfigurationError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -81,14 +81,28 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ConfigurationError: the file is not a scatterbrained checkpoint.
+        CheckpointError: the file is not a readable scatterbrained checkpoint (truncated,
+            not an archive, no or broken metadata, a missing array, a bad optimizer blob).
     """
-    with np.load(Path(path), allow_pickle=False) as archive:
+    try:
+        return _read(Path(path))
+    except FileNotFoundError:
+        raise
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zipfile, numpy, json and torch all raise their own types
+        raise CheckpointError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any] | None]:
+    with np.load(path, allow_pickle=False) as archive:
         if _META not in archive.files:
-            raise ConfigurationError(f"{path} is not a scatterbrained checkpoint (no metadata)")
-        meta: dict[str, Any] = json.loads(bytes(archive[_META]).decode())
+            raise CheckpointError(path, "not a scatterbrained checkpoint (no metadata)")
+        meta = json.loads(bytes(archive[_META]).decode())
+        if not isinstance(meta, dict) or not isinstance(meta.get("names"), list):
+            raise CheckpointError(path, "its metadata is not an object with a 'names' list")
         names: list[str] = meta.pop("names")
-        arrays = {name: archive[f"a{i}"] for i, name in enumerate(names)}
+        arrays = {str(name): archive[f"a{i}"] for i, name in enumerate(names)}
         extra = _from_torch_bytes(bytes(archive[_EXTRA])) if _EXTRA in archive.files else None
     return arrays, meta, extra
 

@@ -77,5 +77,20 @@ class ModelSyncError(ScatterbrainedError):
         self.final = final
 
 
+class CheckpointError(ConfigurationError):
+    """A checkpoint file cannot be read or does not fit the model (nothing was restored).
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(
+            f"checkpoint {path}: {problem}; nothing was restored (delete or replace the file, "
+            "or pass on_bad_checkpoint='fresh' to start without it)"
+        )
+        self.path = path
+
+
 class DatasetNotFoundError(ScatterbrainedError, FileNotFoundError):
     """A dataset's files are not on this machine; the message says how to install them."""

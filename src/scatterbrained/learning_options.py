@@ -33,6 +33,9 @@ class LearningOptions:
             in the same epoch.
         checkpoint_dir: folder for automatic checkpoints after every epoch; a namespace that
             finds its checkpoint there on start resumes from it.
+        on_bad_checkpoint: what a namespace does when the checkpoint in ``checkpoint_dir`` is
+            unreadable or does not fit: ``"raise"`` (a ``CheckpointError`` naming the file)
+            or ``"fresh"`` (log a warning naming it and start from the model as given).
         example_input: an example input batch, used to export a PyTorch architecture for
             ``sync_model`` (by default the first training batch is used).
         factory: ``(name, kwargs)`` of a registered model factory, the alternative to
@@ -53,6 +56,7 @@ class LearningOptions:
     privacy: Any = None
     pairing: bool = False
     checkpoint_dir: str | Path | None = None
+    on_bad_checkpoint: str = "raise"
     example_input: Any = None
     factory: tuple[str, dict[str, Any]] | None = None
     adapter_options: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +68,10 @@ class LearningOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if self.on_bad_checkpoint not in ("raise", "fresh"):
+            raise ConfigurationError(
+                f"on_bad_checkpoint must be 'raise' or 'fresh', got {self.on_bad_checkpoint!r}"
+            )
         if self.gossip_wait < 0:
             raise ConfigurationError(f"gossip_wait must be >= 0 s, got {self.gossip_wait!r}")
         if self.min_peers < 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError, WireError
+from ..errors import CheckpointError, ConfigurationError, WireError
 from ..history import EpochRecord
 from ..learning_options import LearningOptions
 from ..types import OperatingMode
@@ -96,8 +96,9 @@ async def restore_state(path: str | Path, state: ModelState) -> Restored:
         The learner's counters, for the caller to apply.
 
     Raises:
-        ConfigurationError: no model to load into, or the checkpoint does not fit it, holds
-            non-finite weights or unreadable metadata (nothing was changed).
+        ConfigurationError: no model to load into.
+        CheckpointError: the file is unreadable, does not fit the model, holds non-finite
+            weights or broken metadata (nothing was changed).
         FileNotFoundError: no file at ``path``.
     """
     from ..checkpoint import load_checkpoint
@@ -109,9 +110,9 @@ async def restore_state(path: str | Path, state: ModelState) -> Restored:
     try:
         check_specs(arrays, adapter.array_specs())
     except WireError as exc:
-        raise ConfigurationError(f"checkpoint {path} does not fit the model: {exc}") from None
+        raise CheckpointError(path, f"it does not fit the model ({exc})") from None
     if not all_finite(arrays):
-        raise ConfigurationError(f"checkpoint {path} holds NaN or infinite weights; not restored")
+        raise CheckpointError(path, "it holds NaN or infinite weights")
     parsed = _parse_meta(meta, path)
     previous = adapter.get_arrays()
     try:
@@ -120,7 +121,7 @@ async def restore_state(path: str | Path, state: ModelState) -> Restored:
             adapter.load_checkpoint_state(extra)
     except Exception as exc:
         adapter.set_arrays(previous)
-        raise ConfigurationError(f"checkpoint {path} could not be loaded: {exc}") from None
+        raise CheckpointError(path, f"it could not be loaded ({exc})") from None
     state.samples_seen = parsed["samples_seen"]
     state.local_samples = parsed["local_samples"]
     state.commit("restore", version=parsed["version"])
@@ -139,11 +140,8 @@ def _parse_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
             "mode": OperatingMode.parse(meta["mode"]),
             "history": [_record_from_dict(r) for r in meta.get("history", [])],
         }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"checkpoint {path} has unreadable metadata ({type(exc).__name__}: {exc}); "
-            "delete it or restore another file"
-        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(path, f"unreadable metadata ({type(exc).__name__}: {exc})") from None
 
 
 def _count(value: Any) -> int:

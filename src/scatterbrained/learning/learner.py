@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConfigurationError
+from ..errors import CheckpointError, ConfigurationError
 from ..events import EpochDone
 from ..federation.policies import PolicyState
 from ..history import EpochRecord
@@ -113,13 +113,27 @@ class Learner:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
-        """Restore from ``checkpoint_dir`` when a checkpoint exists; publish the weights."""
+        """Restore from ``checkpoint_dir`` when a checkpoint exists; publish the weights.
+
+        Raises:
+            CheckpointError: the checkpoint there is bad (unless ``on_bad_checkpoint`` is
+                ``"fresh"``).
+        """
         path = checkpointing.checkpoint_path(self.options, self.port)
         if path is not None and path.exists() and self.state.has_model:
-            await self.restore(path)
-            logger.info(
-                "namespace %s resumed from %s at epoch %d", self.port.name, path, self.epochs_done
-            )
+            try:
+                await self.restore(path)
+            except CheckpointError as exc:
+                if self.options.on_bad_checkpoint != "fresh":
+                    raise
+                logger.warning("namespace %s starts fresh: %s", self.port.name, exc)
+            else:
+                logger.info(
+                    "namespace %s resumed from %s at epoch %d",
+                    self.port.name,
+                    path,
+                    self.epochs_done,
+                )
         self.state.publish_initial()
 
     async def close(self) -> None:

@@ -219,7 +219,7 @@ class _Worker:
         self.wait_file.unlink(missing_ok=True)  # a report of the last life is no report
         env = dict(os.environ, SCATTERBRAINED_DISCOVERY="loopback", PYTHONUNBUFFERED="1")
         command = [sys.executable, "-m", "scatterbrained.sim.worker", str(self.out / "config.json")]
-        command += [str(self.index), "--epoch", str(epoch)]
+        command += [str(self.index), "--epoch", str(epoch), "--runner-pid", str(os.getpid())]
         if restart:
             command.append("--restart")
         with self.log.open("ab") as log:
@@ -380,18 +380,11 @@ class _Run:
                 back.append(worker)
         for index, stage in pending.items():
             self._acknowledged(self.workers[index], epoch, stage)
-        if steps or epoch == 0:
+        for i, worker in enumerate(back):  # one by one: each may sync from the one before
             self._settle(epoch)
-        if back:
-            self._publish(epoch, CATCH_UP, catch_up=[w.id for w in back])
-            self._wait(
-                lambda: all(w.at(epoch, ("caught_up",)) for w in back),
-                CATCH_UP_TIMEOUT_S,
-                lambda: (
-                    f"workers to catch up after epoch {epoch}: "
-                    + _missing(w for w in back if not w.at(epoch, ("caught_up",)))
-                ),
-            )
+            self._publish(epoch, CATCH_UP, catch_up=[w.id for w in back[: i + 1]])
+            self._acknowledged(worker, epoch, "caught_up")
+        self._settle(epoch)  # faults, policy switches: every view agrees before the rounds
         self._publish(epoch, GO)
         logger.debug("gate after epoch %d open", epoch)
 
@@ -418,7 +411,9 @@ class _Run:
 
     def _acknowledged(self, worker: _Worker, epoch: int, stage: str, required: bool = True) -> None:
         """Wait until ``worker`` reported ``stage`` at gate ``epoch``."""
-        timeout = {"paused": PAUSE_TIMEOUT_S}.get(stage, RESTART_TIMEOUT_S)
+        timeout = {"paused": PAUSE_TIMEOUT_S, "caught_up": CATCH_UP_TIMEOUT_S}.get(
+            stage, RESTART_TIMEOUT_S
+        )
         try:
             self._wait(
                 lambda: worker.at(epoch, (stage,)),
@@ -431,10 +426,14 @@ class _Run:
             logger.warning("%s; going on", exc)
 
     def _settle(self, epoch: int) -> None:
-        """Wait until every live node sees exactly the other live nodes (bounded, then go on).
+        """Wait until the live nodes agree on who is there (bounded, then go on with a warning).
 
-        A node that is OFFLINE (configured so, or switched by a policy) is silent and tracks
-        nobody: it is neither waited for nor expected, as in the in-process backends.
+        As in the in-process backends: every live node sees exactly the other live nodes,
+        each with the mode that node is in (what rounds decide on). A node that is OFFLINE
+        (configured so, or switched by a policy) is silent and tracks nobody: it is neither
+        waited for nor expected. Model versions are not waited for, unlike in the in-process
+        backends: over UDP discovery a peer's announced version is only refreshed by its
+        Hellos, not by its beacons, so it may stay behind for good.
         """
         timeout = _settle_timeout(self.config.nodes)
 
@@ -446,8 +445,13 @@ class _Run:
                     return False
                 if report is not None and report.get("mode") != OperatingMode.OFFLINE.value:
                     reports[worker.id] = report
-            active = set(reports)
-            return all(set(report["peers"]) == active - {n} for n, report in reports.items())
+            for node, report in reports.items():
+                seen: dict[str, list[Any]] = report["peers"]
+                if set(seen) != set(reports) - {node}:
+                    return False
+                if any(mode != reports[peer]["mode"] for peer, (mode, _) in seen.items()):
+                    return False
+            return True
 
         try:
             self._wait(settled, timeout, lambda: f"the membership to settle after epoch {epoch}")

@@ -1,6 +1,7 @@
 """One simulated node as its own OS process (the ``process`` backend).
 
-Run as ``python -m scatterbrained.sim.worker RUN/config.json INDEX [--epoch E] [--restart]``.
+Run as ``python -m scatterbrained.sim.worker RUN/config.json INDEX [--epoch E] [--restart]
+[--runner-pid PID]`` (the runner does it).
 The worker uses real ZeroMQ on 127.0.0.1 and UDP discovery in the loopback scope, trains
 free running between the runner's gates (see :mod:`scatterbrained.sim.processes`), and
 appends one JSON line per epoch to ``RUN/nodes/<id>.jsonl``, numbered by the network's epoch.
@@ -100,29 +101,39 @@ class Gate:
         out: the run folder.
         ns: the worker's namespace.
         mode: the node's configured mode (restored when it resumes).
+        runner: the runner's process id (default: this process's parent now); a worker
+            whose runner is gone stops waiting.
     """
 
-    def __init__(self, out: Path, ns: Any, mode: str) -> None:
+    def __init__(self, out: Path, ns: Any, mode: str, runner: int | None = None) -> None:
         self.out = out
         self.ns = ns
         self.mode = OperatingMode.parse(mode)
         self.id: str = ns.node.id
-        self._parent = os.getppid()
+        self._runner = os.getppid() if runner is None else runner
         self._reported: tuple[Any, ...] | None = None
 
     def _report(self, epoch: int, stage: str) -> None:
-        """Write the wait file when what it says changed (stage, mode, peers)."""
-        peers = sorted(p.id for p in self.ns.peers)
-        state = (epoch, stage, self.ns.mode.value, tuple(peers))
+        """Write the wait file when what it says changed.
+
+        It says where the node is (``epoch``, ``stage``), its mode and model version, and
+        how it sees each peer: ``{"n001": [mode, version]}`` as the peer last announced them.
+        """
+        ns = self.ns
+        peers = {}
+        for peer in sorted(p.id for p in ns.peers):
+            mode = ns.peer_mode(peer)
+            peers[peer] = [None if mode is None else mode.value, ns.peer_version(peer)]
+        state = (epoch, stage, ns.mode.value, ns.version, json.dumps(peers))
         if state == self._reported:
             return
         self._reported = state
         report = {"pid": os.getpid(), "epoch": epoch, "stage": stage}
-        report.update(mode=self.ns.mode.value, peers=peers)
+        report.update(mode=ns.mode.value, version=ns.version, peers=peers)
         write_atomically(wait_path(self.out, self.id), json.dumps(report))
 
     def _gate(self) -> dict[str, Any]:
-        if (self.out / "stop").exists() or os.getppid() != self._parent:
+        if (self.out / "stop").exists() or os.getppid() != self._runner:
             raise RunnerGone
         return read_json(gate_path(self.out)) or {"epoch": -1, "phase": FAULTS}
 
@@ -173,7 +184,13 @@ class Gate:
             logger.warning("%s: could not catch up: %s", self.id, exc)
 
 
-async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: int = 0) -> None:
+async def run_worker(
+    config: SimConfig,
+    index: int,
+    restart: bool,
+    start_epoch: int = 0,
+    runner: int | None = None,
+) -> None:
     """Run node ``index`` of ``config`` from network epoch ``start_epoch`` to the last one.
 
     Args:
@@ -181,7 +198,10 @@ async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: 
         index: the node's index.
         restart: the node was killed before: resume from its checkpoint and catch up.
         start_epoch: the network's epoch when the node starts (the restart's epoch).
+        runner: the runner's process id (default: the parent process): when the runner is
+            gone (it died without killing its workers) the worker stops at its next wait.
     """
+    runner = os.getppid() if runner is None else runner
     from ..discovery.base import DiscoveryScope
     from ..discovery.udp import UdpDiscovery
     from ..node import Node
@@ -205,7 +225,7 @@ async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: 
             **exp.namespace_options(index),
         )
         async with ns:
-            gate = Gate(out, ns, exp.mode_of(index))
+            gate = Gate(out, ns, exp.mode_of(index), runner)
             loader, test = exp.train_loader(index), exp.test_loader()
             # Shuffle on as the in-process node's loader would have: a restart resumes at the
             # checkpoint's epoch, whose batch order was never drawn.
@@ -225,7 +245,7 @@ async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: 
                 logger.info("%s: the run ended before this node finished", node.id)
                 return
             (out / "nodes" / f"{node.id}.done").touch()
-            await _serve_until_stopped(ns, out / "stop")
+            await _serve_until_stopped(ns, out / "stop", runner)
             adapter = ns.learner.adapter
             assert adapter is not None  # the worker always builds its model
             final = await asyncio.to_thread(adapter.evaluate, test)
@@ -233,11 +253,10 @@ async def run_worker(config: SimConfig, index: int, restart: bool, start_epoch: 
             write_atomically(out / "nodes" / f"{node.id}.final.json", json.dumps(result))
 
 
-async def _serve_until_stopped(ns: Any, stop: Path) -> None:
+async def _serve_until_stopped(ns: Any, stop: Path, runner: int) -> None:
     """Keep federating (merging neighbours' updates) until the runner says all are done."""
     deadline = time.monotonic() + MAX_LINGER_S
-    parent = os.getppid()  # a worker whose runner died stops too
-    while time.monotonic() < deadline and os.getppid() == parent:
+    while time.monotonic() < deadline and os.getppid() == runner:  # a runner gone: stop too
         if stop.exists():  # noqa: ASYNC240 (tiny stat)
             return
         await ns.serve(duration=0.5)
@@ -297,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("index", type=int, help="node index (0-based)")
     parser.add_argument("--epoch", type=int, default=0, help="the network epoch it starts at")
     parser.add_argument("--restart", action="store_true", help="resume and catch up")
+    parser.add_argument("--runner-pid", type=int, default=None, help="the runner's process id")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s n{args.index:03d} %(name)s: %(message)s"
@@ -308,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, config.threads))
     except ImportError:  # pragma: no cover
         pass
-    asyncio.run(run_worker(config, args.index, args.restart, args.epoch))
+    asyncio.run(run_worker(config, args.index, args.restart, args.epoch, args.runner_pid))
     return 0
 
 

@@ -42,15 +42,13 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class StandIn:
-    """Just enough of ``inprocess.SimNode`` for ``apply_faults`` and ``settle``."""
+    """Just enough of ``inprocess.SimNode`` for ``apply_faults``."""
 
-    def __init__(self, index: int, everyone: list[StandIn]) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
         self.id = f"n{index:03d}"
         self.paused = False
         self.started = True
-        self._everyone = everyone
-        self.ns = StandInNamespace(self)
 
     @property
     def alive(self) -> bool:
@@ -59,9 +57,6 @@ class StandIn:
     @property
     def active(self) -> bool:
         return self.started and not self.paused
-
-    def others(self) -> list[Any]:
-        return [SimpleNamespace(id=o.id) for o in self._everyone if o.active and o is not self]
 
     async def kill(self) -> None:
         self.started, self.paused = False, False
@@ -81,24 +76,21 @@ class StandIn:
         return True
 
 
-class StandInNamespace:
-    """``ns.peers`` as ``settle`` wants it: every other active node, at once."""
+def in_process_timeline(
+    config: SimConfig, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[tuple[int, int], str], list[list[str]]]:
+    """Events (node, row epoch) and each node's state per epoch, as ``apply_faults`` makes them.
 
-    def __init__(self, owner: StandIn) -> None:
-        self.owner = owner
-        self.mode = OperatingMode.PEER
+    Its ``settle`` only waits for the views to agree and decides nothing: it is left out.
+    """
 
-    @property
-    def peers(self) -> list[Any]:
-        return self.owner.others()
+    async def settled(*args: Any, **kwargs: Any) -> bool:
+        return True
 
-
-def in_process_timeline(config: SimConfig) -> tuple[dict[tuple[int, int], str], list[list[str]]]:
-    """Events (node, row epoch) and each node's state per epoch, as ``apply_faults`` makes them."""
+    monkeypatch.setattr(inprocess, "settle", settled)
 
     async def run() -> tuple[dict[tuple[int, int], str], list[list[str]]]:
-        nodes: list[StandIn] = []
-        nodes.extend(StandIn(i, nodes) for i in range(config.nodes))
+        nodes = [StandIn(i) for i in range(config.nodes)]
         churn = random.Random(config.seed + 7919)
         pending: dict[int, int] = {}
         marks: dict[tuple[int, int], str] = {}
@@ -133,22 +125,26 @@ PLANS = {
 
 
 @pytest.mark.parametrize("name", list(PLANS))
-def test_fault_plan_matches_the_in_process_backend(name: str) -> None:
+def test_fault_plan_matches_the_in_process_backend(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = SimConfig(nodes=3, epochs=8, faults=tuple(PLANS[name]))
 
     plan = plan_faults(config)
-    marks, states = in_process_timeline(config)
+    marks, states = in_process_timeline(config, monkeypatch)
 
     assert plan.events() == marks
     assert [plan.status(i) for i in range(3)] == states
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_fault_plan_draws_the_same_churn_as_the_in_process_backend(seed: int) -> None:
+def test_fault_plan_draws_the_same_churn_as_the_in_process_backend(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = SimConfig(nodes=5, epochs=12, churn_rate=0.2, seed=seed)
 
     plan = plan_faults(config)
-    marks, states = in_process_timeline(config)
+    marks, states = in_process_timeline(config, monkeypatch)
 
     assert plan.events() == marks
     assert [plan.status(i) for i in range(5)] == states
@@ -208,13 +204,20 @@ def test_instructions_to_different_workers_at_one_gate_do_not_cancel(tmp_path: P
 
 
 class FakeNamespace:
-    """What ``Gate`` uses of a namespace: id, peers, mode and ``sync_model``."""
+    """What ``Gate`` uses of a namespace: id, peers and how they look, mode, ``sync_model``."""
 
     def __init__(self) -> None:
         self.node = SimpleNamespace(id="n001")
         self.peers = [SimpleNamespace(id="n000")]
         self.mode = OperatingMode.PEER
+        self.version = 7
         self.synced = 0
+
+    def peer_mode(self, peer: str) -> OperatingMode:
+        return OperatingMode.SEEDING
+
+    def peer_version(self, peer: str) -> int:
+        return 5
 
     async def sync_model(self, timeout: float | None = None) -> None:
         self.synced += 1
@@ -252,7 +255,8 @@ def test_a_worker_waits_at_its_gate_until_it_opens(tmp_path: Path) -> None:
 
     assert epoch == 2
     assert waited
-    assert report["peers"] == ["n000"] and report["mode"] == "peer"
+    assert report["peers"] == {"n000": ["seeding", 5]}
+    assert (report["mode"], report["version"]) == ("peer", 7)
     assert ns.synced == 0
 
 
@@ -298,6 +302,14 @@ def test_a_waiting_worker_gives_up_when_the_run_stops(tmp_path: Path) -> None:
 
     with pytest.raises(RunnerGone):
         asyncio.run(scenario())
+
+
+def test_a_waiting_worker_gives_up_when_its_runner_is_gone(tmp_path: Path) -> None:
+    (tmp_path / "nodes").mkdir()
+    gone = -1  # no process has this id: the runner died, the worker was handed to another
+
+    with pytest.raises(RunnerGone):
+        asyncio.run(Gate(tmp_path, FakeNamespace(), "peer", runner=gone).passage(0))
 
 
 # ------------------------------------------------------------------ files
