@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_every_bad_file_raises_one_checkpoint_error_and_changes_nothing(
             for name, data in variants.items():
                 path = tmp_path / f"{name}.npz"
                 path.write_bytes(data)
-                with pytest.raises(sb.CheckpointError, match=str(path)):
+                with pytest.raises(sb.CheckpointError, match=re.escape(str(path))):
                     await ns.restore(path)
                 assert ns.epochs_done == 0 and ns.version == 0, name
                 for key, value in weights(ns.model).items():
