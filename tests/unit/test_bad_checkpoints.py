@@ -115,7 +115,7 @@ def test_a_corrupt_file_in_checkpoint_dir_names_it_or_starts_fresh(
             (tmp_path / "a-X.ckpt.npz").write_bytes(b"truncated")
 
             strict = node.namespace("X", mlp(0), checkpoint_dir=tmp_path)
-            with pytest.raises(sb.CheckpointError, match="a-X.ckpt.npz"):
+            with pytest.raises(sb.CheckpointError, match=r"a-X\.ckpt\.npz"):
                 await strict.open()
             lenient = node.namespace(
                 "Y", mlp(0), checkpoint_dir=tmp_path, on_bad_checkpoint="fresh"
