@@ -27,6 +27,7 @@ from .transport.base import Envelope, Transport
 from .types import OperatingMode
 from .wire.codec import Limits, decode, encode
 from .wire.messages import Bye, Hello, Message, NamespaceInfo
+from .wire.schema import MAX_NAMESPACES
 
 if TYPE_CHECKING:
     from .adapters.architecture import FactoryRegistry
@@ -318,6 +319,11 @@ class Node:
             raise ConfigurationError(f"namespace name must be 1..256 characters, got {name!r}")
         if name in self._namespaces:
             raise ConfigurationError(f"node {self.id} is already in namespace {name!r}")
+        if len(self._namespaces) >= MAX_NAMESPACES:
+            raise ConfigurationError(
+                f"node {self.id} is in {len(self._namespaces)} namespaces, the most one node "
+                "may join; leave one first or use another node"
+            )
         return Namespace(self, name, model, create_optimizer, **options)
 
     @property

@@ -88,9 +88,14 @@ class HelloFields(BodyFields, tag=1):
         """See :meth:`BodyFields.check`."""
         check_text(self.address, "Hello.address")
         check_text(self.public_key, "Hello.public_key")
+        if len(self.namespaces) > MAX_NAMESPACES:
+            raise WireError(
+                "field", f"Hello lists {len(self.namespaces)} namespaces; at most {MAX_NAMESPACES}"
+            )
         for info in self.namespaces:
             check_text(info.name, "Hello.namespaces.name")
             check_text(info.mode, "Hello.namespaces.mode")
+            _check_count(info.version, "Hello.namespaces.version")
 
 
 class ByeFields(BodyFields, tag=2):
@@ -123,6 +128,8 @@ class ModelUpdateFields(BodyFields, tag=4):
         """See :meth:`BodyFields.check`."""
         check_text(self.mode, "ModelUpdate.mode")
         _check_count(self.samples, "ModelUpdate.samples")
+        _check_count(self.version, "ModelUpdate.version")
+        _check_round(self.round, "ModelUpdate.round")
 
     def expects_frames(self) -> bool:
         """See :meth:`BodyFields.expects_frames`."""
@@ -157,8 +164,8 @@ class ModelOfferFields(BodyFields, tag=6):
     def check(self) -> None:
         """See :meth:`BodyFields.check`."""
         _check_count(self.samples, "ModelOffer.samples")
-        if not -1 <= self.round < 2**62:
-            raise WireError("field", f"ModelOffer.round {self.round} out of range -1..2**62")
+        _check_count(self.version, "ModelOffer.version")
+        _check_round(self.round, "ModelOffer.round")
         if len(self.digest) not in (0, DIGEST_BYTES):
             raise WireError("digest", f"digest has {len(self.digest)} bytes; expected 0 or 32")
         if self.architecture is not None:
@@ -220,6 +227,19 @@ HEADER_DECODER = msgspec.msgpack.Decoder(Header)
 VERSION_DECODER = msgspec.msgpack.Decoder(VersionPeek)
 
 
+#: Namespaces one Hello may list (a node may be in at most this many).
+MAX_NAMESPACES = 64
+#: The largest counter (version, round, samples) a message may carry: far beyond any real
+#: run, and small enough that a counter adopted from a peer can always be incremented and
+#: encoded again (a peer sending 2**64 - 1 must not break this node for good).
+MAX_COUNTER = 2**62
+
+
 def _check_count(value: int, what: str) -> None:
-    if value < 0:
-        raise WireError("field", f"{what} is {value}; expected a non-negative count")
+    if not 0 <= value < MAX_COUNTER:
+        raise WireError("field", f"{what} is {value}; expected a count in 0..2**62")
+
+
+def _check_round(value: int, what: str) -> None:
+    if not -1 <= value < MAX_COUNTER:
+        raise WireError("field", f"{what} is {value}; expected -1 or a round in 0..2**62")

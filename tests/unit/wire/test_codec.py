@@ -515,3 +515,35 @@ def test_check_specs(expected: dict[str, tuple[str, tuple[int, ...]]]) -> None:
 def test_protocol_version_is_first_in_the_header() -> None:
     frames = encode(_message(Bye()))
     assert msgspec.msgpack.decode(frames[0])[0] == PROTOCOL_VERSION
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ModelUpdate(version=2**64 - 1, samples=1, mode="peer", arrays={}, round=1),
+        ModelUpdate(version=1, samples=1, mode="peer", arrays={}, round=2**64 - 1),
+        ModelUpdate(version=1, samples=2**63, mode="peer", arrays={}, round=1),
+        ModelOffer(request_id=1, version=2**64 - 1, samples=1, arrays={}),
+        ModelOffer(request_id=1, version=1, samples=1, arrays={}, round=2**63),
+        Hello(address="tcp://h:1", namespaces=(NamespaceInfo("X", "peer", 2**63),)),
+        Hello(
+            address="tcp://h:1", namespaces=tuple(NamespaceInfo(f"n{i}", "peer") for i in range(65))
+        ),
+    ],
+)
+def test_counters_beyond_2_62_and_too_many_namespaces_are_refused(
+    body: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer's 2**64 - 1 must never be adopted: the next increment could not be encoded."""
+    from scatterbrained.wire import schema
+
+    message = Message("peer", "X", 1, 1, body)
+    with pytest.raises(WireError, match="field"):  # this node never sends one
+        encode(message)
+    for fields in (schema.HelloFields, schema.ModelUpdateFields, schema.ModelOfferFields):
+        monkeypatch.setattr(fields, "check", lambda self: None)  # a hostile peer's encoder
+    frames = encode(message)
+    monkeypatch.undo()
+
+    with pytest.raises(WireError, match="field"):
+        decode(frames)

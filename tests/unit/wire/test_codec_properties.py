@@ -38,7 +38,8 @@ FLOAT_WIDTHS: dict[int, Literal[16, 32, 64]] = {2: 16, 4: 32, 8: 64}
 names = st.text(min_size=1, max_size=24).filter(lambda n: n != ARCHITECTURE_FRAME_NAME)
 texts = st.text(max_size=40)
 int64 = st.integers(-(2**63), 2**63 - 1)
-counts = st.integers(0, 2**63 - 1)
+counts = st.integers(0, 2**62 - 1)  # counters above 2**62 are refused (see below)
+rounds = st.integers(-1, 2**62 - 1)
 
 
 @st.composite
@@ -72,7 +73,13 @@ def offers(draw: st.DrawFn) -> ModelOffer:
         )
     )
     return ModelOffer(
-        draw(int64), draw(int64), draw(counts), arrays, digest=digest, architecture=architecture
+        draw(int64),
+        draw(counts),
+        draw(counts),
+        arrays,
+        digest=digest,
+        architecture=architecture,
+        round=draw(rounds),
     )
 
 
@@ -80,7 +87,9 @@ bodies: st.SearchStrategy[Body] = st.one_of(
     st.builds(
         Hello,
         address=texts,
-        namespaces=st.lists(st.builds(NamespaceInfo, texts, texts, int64), max_size=3).map(tuple),
+        namespaces=st.lists(
+            st.builds(NamespaceInfo, texts, texts, counts, st.booleans()), max_size=3
+        ).map(tuple),
         public_key=st.none() | texts,
         want_reply=st.booleans(),
     ),
@@ -88,15 +97,15 @@ bodies: st.SearchStrategy[Body] = st.one_of(
     st.builds(Raw, payload=st.lists(st.binary(max_size=32), max_size=4).map(tuple)),
     st.builds(
         ModelUpdate,
-        version=int64,
+        version=counts,
         samples=counts,
         mode=texts,
         arrays=array_dicts,
-        round=int64,
+        round=rounds,
     ),
     st.builds(ModelRequest, request_id=int64, include_architecture=st.booleans()),
     offers(),
-    st.builds(ModelUnavailable, request_id=int64, reason=texts),
+    st.builds(ModelUnavailable, request_id=int64, reason=texts, final=st.booleans()),
 )
 messages = st.builds(Message, sender=texts, namespace=texts, session=int64, seq=int64, body=bodies)
 
