@@ -31,7 +31,11 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
         arrived = exchange.store.senders_with_round(sources, round_)
         if exchange.quorum(arrived, sources):
             updates = exchange.finite(exchange.store.take_round(sources, round_, time.monotonic()))
-            exchange.round = max([round_, *(u.round for u in updates)])
+            # A node that fell behind adopts its peers' round; a SEEDING peer never waits for
+            # anyone, so its round (possibly far ahead) is not adopted.
+            modes = exchange.port.peer_modes()
+            paced = [u.round for u in updates if (m := modes.get(u.sender)) and m.receives]
+            exchange.round = max([round_, *paced])
             merged = exchange.merge(updates, exchange.round)
     exchange.round = max(exchange.round, round_) + 1
     return merged
