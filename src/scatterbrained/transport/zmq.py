@@ -197,6 +197,10 @@ class ZmqTransport(KeyedEndpoint):
         if self._router is not None:
             return
         self._context = zmq.asyncio.Context()
+        # Every socket of this context lingers 0 by default, so even a transport that is
+        # garbage-collected without close() (a crashed test, a forgotten node) can never
+        # block the interpreter in the context's termination.
+        self._context.setsockopt(zmq.LINGER, 0)
         try:
             if self._keys is not None:
                 self._zap = self._start_zap_handler()
