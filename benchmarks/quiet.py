@@ -30,15 +30,15 @@ import os
 
 os.environ.setdefault("SCATTERBRAINED_DISCOVERY", "loopback")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
 logger = logging.getLogger("quiet")
 
@@ -102,7 +102,9 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
             for i in range(count)
         ]
         t0 = time.monotonic()
-        await asyncio.gather(*(ns.train(1, loader) for ns, loader in zip(namespaces, loaders)))
+        await asyncio.gather(
+            *(ns.train(1, loader) for ns, loader in zip(namespaces, loaders, strict=False))
+        )
         train_s = time.monotonic() - t0
         logger.info("%d nodes: trained 1 epoch in %.1f s; serving %.0f s", count, train_s, serve_s)
 
@@ -118,7 +120,9 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
             marks["start"] = snapshot()
 
         marks["serve"] = snapshot()
-        await asyncio.gather(mark_window_start(), *(ns.serve(duration=serve_s) for ns in namespaces))
+        await asyncio.gather(
+            mark_window_start(), *(ns.serve(duration=serve_s) for ns in namespaces)
+        )
         marks["end"] = snapshot()
     finally:
         for node in nodes:
@@ -128,8 +132,8 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
     v1, m1, t_end = marks["end"]
     vs, ms, _ = marks["serve"]
     seconds = t_end - t_start
-    rises = [b - a for a, b in zip(v0, v1)]
-    rates = [(b - a) / seconds for a, b in zip(m0, m1)]
+    rises = [b - a for a, b in zip(v0, v1, strict=False)]
+    rates = [(b - a) / seconds for a, b in zip(m0, m1, strict=False)]
     max_rise, max_rate = max(rises), max(rates)
     return {
         "nodes": count,
@@ -144,8 +148,8 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
         "window_s": round(seconds, 2),
         "version_rise_per_node": rises,
         "msgs_per_s_per_node": [round(r, 2) for r in rates],
-        "version_rise_whole_serve": [b - a for a, b in zip(vs, v1)],
-        "msgs_whole_serve": [b - a for a, b in zip(ms, m1)],
+        "version_rise_whole_serve": [b - a for a, b in zip(vs, v1, strict=False)],
+        "msgs_whole_serve": [b - a for a, b in zip(ms, m1, strict=False)],
         "setup_s": round(setup_s, 2),
         "train_s": round(train_s, 2),
     }
