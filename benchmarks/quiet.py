@@ -103,7 +103,7 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
         ]
         t0 = time.monotonic()
         await asyncio.gather(
-            *(ns.train(1, loader) for ns, loader in zip(namespaces, loaders, strict=False))
+            *(ns.train(1, loader) for ns, loader in zip(namespaces, loaders, strict=True))
         )
         train_s = time.monotonic() - t0
         logger.info("%d nodes: trained 1 epoch in %.1f s; serving %.0f s", count, train_s, serve_s)
@@ -132,8 +132,8 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
     v1, m1, t_end = marks["end"]
     vs, ms, _ = marks["serve"]
     seconds = t_end - t_start
-    rises = [b - a for a, b in zip(v0, v1, strict=False)]
-    rates = [(b - a) / seconds for a, b in zip(m0, m1, strict=False)]
+    rises = [b - a for a, b in zip(v0, v1, strict=True)]
+    rates = [(b - a) / seconds for a, b in zip(m0, m1, strict=True)]
     max_rise, max_rate = max(rises), max(rates)
     return {
         "nodes": count,
@@ -148,8 +148,8 @@ async def run_size(count: int, transport: str, serve_s: float, window_s: float) 
         "window_s": round(seconds, 2),
         "version_rise_per_node": rises,
         "msgs_per_s_per_node": [round(r, 2) for r in rates],
-        "version_rise_whole_serve": [b - a for a, b in zip(vs, v1, strict=False)],
-        "msgs_whole_serve": [b - a for a, b in zip(ms, m1, strict=False)],
+        "version_rise_whole_serve": [b - a for a, b in zip(vs, v1, strict=True)],
+        "msgs_whole_serve": [b - a for a, b in zip(ms, m1, strict=True)],
         "setup_s": round(setup_s, 2),
         "train_s": round(train_s, 2),
     }

@@ -6,7 +6,7 @@ import time
 from collections import deque
 
 from ._tasks import Pulse
-from .errors import ConfigurationError, PeerTimeoutError
+from .errors import ConfigurationError, PeerTimeoutError, ScatterbrainedError
 from .types import Identity
 
 __all__ = ["RawInbox"]
@@ -35,6 +35,12 @@ class RawInbox:
         self._arrived = Pulse()
         #: Payloads dropped because a bound was reached.
         self.dropped = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """No more payloads: a waiting and every later ``get`` raises (after the queued ones)."""
+        self._closed = True
+        self._arrived.fire()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -60,9 +66,12 @@ class RawInbox:
 
         Raises:
             PeerTimeoutError: nothing arrived in time.
+            ScatterbrainedError: the namespace was closed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._items:
+            if self._closed:
+                raise ScatterbrainedError(f"namespace {namespace!r} was closed")
             if not await self._arrived.wait_until(deadline):
                 raise PeerTimeoutError(f"namespace {namespace!r}: no payload within {timeout} s")
         sender, payload, size = self._items.popleft()

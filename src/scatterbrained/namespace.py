@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._tasks import Pulse
-from .errors import ConfigurationError, ModeError, PeerTimeoutError
+from .errors import ConfigurationError, ModeError, PeerTimeoutError, ScatterbrainedError
 from .events import EpochDone, Event, EventBus, ModelChanged, ModeSwitched, PeerJoined, PeerLeft
 from .federation.modes import ModeController, ModeSwitch
 from .federation.policies import Policy, PolicyState, as_policy
@@ -188,6 +188,7 @@ class Namespace:
         self.bytes_sent = 0
         self.bytes_received = 0
         self._open = False
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         options = LearningOptions.from_kwargs(learning)
         self.learner = Learner(self, model, create_optimizer, loss, options)
@@ -222,6 +223,7 @@ class Namespace:
         if not self._open:
             return
         self._open = False
+        self._wake_waiters()
         await self.learner.close()
         records = [r for i in list(self._members) if (r := self.node.peer(i)) is not None]
         await asyncio.gather(
@@ -239,7 +241,21 @@ class Namespace:
     async def abort(self) -> None:
         """Stop at once without goodbyes (a crash, for simulations). Idempotent."""
         self._open = False
+        self._wake_waiters()
         await self.learner.close()
+
+    def _wake_waiters(self) -> None:
+        """Closed: every waiting ``wait_for_peers``, ``recv`` and ``serve`` ends now."""
+        self._closed = True
+        self._membership.fire()
+        self._raw.close()
+        self.learner.wake()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ScatterbrainedError(
+                f"namespace {self.name!r} was closed; open a new one with node.namespace()"
+            )
 
     @property
     def is_open(self) -> bool:
@@ -390,8 +406,11 @@ class Namespace:
         return self.history
 
     async def serve(self, duration: float | None = None) -> None:
-        """Keep sharing, merging and serving the model; see ``Learner.serve``."""
-        await self.learner.serve(duration)
+        """Keep sharing, merging and serving the model; see ``Learner.serve``.
+
+        Returns when ``duration`` passed or the namespace was closed.
+        """
+        await self.learner.serve(duration, lambda: self._closed)
 
     async def sync_model(self, timeout: float | None = None) -> Any:
         """Download the model from a peer; see ``ModelSharing.sync_model``."""
@@ -502,6 +521,7 @@ class Namespace:
             return len(self._members) >= count
 
         while not satisfied():
+            self._check_open()
             if not await self._membership.wait_until(deadline):
                 want = sorted(wanted_ids) if wanted_ids is not None else f"{count} peer(s)"
                 raise PeerTimeoutError(
@@ -551,7 +571,7 @@ class Namespace:
         Raises:
             PeerTimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        return await self._raw.get(timeout, self.name)
+        return await self._raw.get(timeout, self.name)  # raises once the namespace closed
 
     @property
     def dropped_raw(self) -> int:

@@ -37,14 +37,19 @@ TARGETS = ("serve", "train", "train_share_every", "sync_model", "wait_for_peers"
 
 
 class Endless:
-    """A loader that never runs out; counts the batches handed out."""
+    """A loader that never runs out (until :meth:`finish`); counts the batches handed out."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.batches = 0
+        self._finished = threading.Event()
+
+    def finish(self) -> None:
+        """End the current epoch: a failed example must not leave a thread training forever."""
+        self._finished.set()
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
+        while not self._finished.is_set():
             for batch in self.inner:
                 self.batches += 1
                 yield batch
@@ -69,12 +74,29 @@ async def cancel_once(
     target: str, delay: float, via_wait_for: bool, cluster_factory: Any, mlp: Any, loader: Any
 ) -> None:
     """One example: start ``target`` on node a, cancel it after ``delay`` s, check the aftermath."""
+    endless = Endless(loader(0, 3, 64, batch_size=8))
+    try:
+        await check_cancel(target, delay, via_wait_for, cluster_factory, mlp, loader, endless)
+    except BaseException:
+        endless.finish()  # else asyncio.run would wait forever for a leaked training thread
+        raise
+
+
+async def check_cancel(
+    target: str,
+    delay: float,
+    via_wait_for: bool,
+    cluster_factory: Any,
+    mlp: Any,
+    loader: Any,
+    endless: Endless,
+) -> None:
     # Prepare: a private executor (its threads are the training threads), 3 nodes in "X".
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=THREAD_PREFIX)
     loop.set_default_executor(executor)
     cluster = cluster_factory()
-    async with asyncio.timeout(15):
+    async with cluster, asyncio.timeout(15):
         nodes = await cluster.start("a", "b", "c")
         if target == "sync_model":  # a has no model and nobody serves one: the call waits
             specs = [(None, "peer"), (mlp(1), "leeching"), (mlp(2), "leeching")]
@@ -89,7 +111,6 @@ async def cancel_once(
         for ns in namespaces:
             await ns.wait_for_peers(2, timeout=5)
         a, b = namespaces[0], namespaces[1]
-        endless = Endless(loader(0, 3, 64, batch_size=8))
         calls = {
             "serve": lambda: a.serve(),
             "train": lambda: a.train(1, endless),

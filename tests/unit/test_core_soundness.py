@@ -277,3 +277,30 @@ def test_events_stream_and_stats_agree(
             assert a_node.stats.messages_in >= 1 and a_node.bus.streams == 0
 
     arun(main)
+
+
+def test_closing_a_namespace_ends_every_pending_call(arun: Run, cluster_factory: Any) -> None:
+    """Calls without a timeout end when their namespace closes (never a stray cancellation)."""
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            a_node, b_node = await cluster.start("a", "b")
+            a = a_node.namespace("X", **FAST)
+            b = b_node.namespace("X", mode="leeching", **FAST)
+            await a.open()
+            await b.open()
+            await a.wait_for_peers(1, timeout=5)
+            calls = [a.sync_model(), a.wait_for_peers(5), a.recv(), a.serve()]
+            tasks = [asyncio.ensure_future(c) for c in calls]
+            await asyncio.sleep(0.1)  # let every call start waiting
+
+            await a.close()
+            results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2)
+
+            assert isinstance(results[0], sb.ModelSyncError)
+            assert isinstance(results[1], sb.ScatterbrainedError)
+            assert isinstance(results[2], sb.ScatterbrainedError)
+            assert results[3] is None
+            assert not any(isinstance(r, asyncio.CancelledError) for r in results)
+
+    arun(main)

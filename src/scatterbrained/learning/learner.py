@@ -297,12 +297,12 @@ class Learner:
         """Make every wait re-check its condition (membership or a peer's mode changed)."""
         self.exchange.wake()
 
-    async def serve(self, duration: float | None = None) -> None:
-        """Keep federating and answering model requests until cancelled or ``duration`` s.
-
-        See :mod:`scatterbrained.learning.protocols.serving`.
-        """
-        await serving.serve(self.exchange, duration)
+    async def serve(
+        self, duration: float | None = None, closed: Callable[[], bool] | None = None
+    ) -> None:
+        """Keep federating and answering model requests until cancelled, ``duration`` s, or
+        ``closed()`` is true. See :mod:`scatterbrained.learning.protocols.serving`."""
+        await serving.serve(self.exchange, duration, closed)
 
     async def sync_model(self, timeout: float | None = None) -> Any:
         """Download the model from a peer; see :meth:`ModelSharing.sync_model`."""

@@ -75,12 +75,16 @@ class ModelSharing:
         self._tasks = TaskSet(f"namespace {port.name}")
         self._architecture: Architecture | None = None
         self._offers = Pulse()
+        self._closed = False
 
     async def close(self) -> None:
-        """Cancel pending requests and the answers being sent."""
+        """Fail pending requests (``ModelSyncError``, never a stray cancellation), stop answers."""
+        self._closed = True
         for _, future in self._pending.values():
-            future.cancel()
+            if not future.done():
+                future.set_exception(ModelSyncError("the namespace was closed", final=True))
         self._pending.clear()
+        self._offers.fire()
         await self._tasks.close()
 
     # ------------------------------------------------------------------ answering
@@ -180,6 +184,8 @@ class ModelSharing:
         refused: dict[str, str] = {}  # peer -> final reason
         failures: list[str] = []
         while True:
+            if self._closed:
+                raise ModelSyncError(f"namespace {self.port.name!r} was closed", final=True)
             candidate = self._best_source(tried | set(refused))
             if candidate is None:
                 self._raise_if_all_refused(refused)
@@ -200,6 +206,8 @@ class ModelSharing:
             try:
                 return await self._sync_from(candidate, deadline)
             except ModelSyncError as exc:
+                if self._closed:
+                    raise
                 if exc.final:
                     refused[candidate] = str(exc)
                 failures.append(f"{candidate}: {exc}")

@@ -13,6 +13,7 @@ open, serving or not.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ...types import OperatingMode
 from ..exchange import Exchange
@@ -22,7 +23,11 @@ from .seeding_centre import seed_as_center
 __all__ = ["serve", "serve_pass"]
 
 
-async def serve(exchange: Exchange, duration: float | None = None) -> None:
+async def serve(
+    exchange: Exchange,
+    duration: float | None = None,
+    closed: Callable[[], bool] | None = None,
+) -> None:
     """Serve until cancelled, or for ``duration`` seconds.
 
     Serves at once, then again on every arrival or membership change, at least every
@@ -31,7 +36,7 @@ async def serve(exchange: Exchange, duration: float | None = None) -> None:
     meanwhile).
     """
     deadline = None if duration is None else time.monotonic() + duration
-    while True:
+    while closed is None or not closed():
         if exchange.state.has_model and exchange.port.mode is not OperatingMode.OFFLINE:
             async with exchange.lock:
                 await serve_pass(exchange)
