@@ -156,10 +156,17 @@ def test_default_out_never_reuses_a_folder(tmp_path: Path, monkeypatch: pytest.M
 # ---------------------------------------------------------------------------- settling
 
 
+FAKE_MODES: dict[str, OperatingMode] = {}
+
+
 def fake_node(node_id: str, mode: OperatingMode, sees: set[str], paused: bool = False) -> Any:
     """Just what ``settle`` reads of a SimNode: id, alive, active and the namespace's view."""
     peers = [SimpleNamespace(id=p) for p in sees]
-    ns = SimpleNamespace(mode=mode, peers=peers)
+    ns = SimpleNamespace(mode=mode, peers=peers, version=0)
+    # every node sees each peer's true mode (settle also compares modes) at version 0
+    FAKE_MODES[node_id] = mode
+    ns.peer_mode = FAKE_MODES.get
+    ns.peer_version = lambda peer_id: 0
     return SimpleNamespace(id=node_id, alive=True, active=not paused, ns=ns)
 
 
