@@ -64,10 +64,6 @@ class NamespaceHost(Protocol):
         """The record of a known peer."""
         ...
 
-    def known_peers(self) -> list[PeerRecord]:
-        """Every known peer record."""
-        ...
-
     async def send_to_peer(
         self, record: PeerRecord, namespace: str, body: Any, timeout: float | None = None
     ) -> int:

@@ -351,10 +351,6 @@ class Node:
         """The record of a known peer, or ``None``."""
         return self.peers.get(peer_id)
 
-    def known_peers(self) -> list[PeerRecord]:
-        """Every known peer record, sorted by id."""
-        return self.peers.records()
-
     def register_namespace(self, ns: Namespace) -> None:
         """Route ``ns``'s messages to it and announce it (called by ``Namespace.open``).
 

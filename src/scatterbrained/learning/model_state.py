@@ -163,12 +163,6 @@ class ModelState:
         """Take a model built from a peer's architecture (``sync_model`` of a newcomer)."""
         self.adapter = adapter
 
-    def bump_to(self, version: int, reason: str) -> None:
-        """Move the version forward without touching the weights (a round adopted)."""
-        if version > self.version and self.adapter is not None:
-            self.version = version
-            self._emit(ModelChanged(self._node, self._namespace, self.version, reason))
-
     def _require(self) -> ModelAdapter:
         if self.adapter is None:
             raise ConfigurationError(
