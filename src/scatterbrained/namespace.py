@@ -185,6 +185,7 @@ class Namespace:
         self.bytes_received = 0
         self._open = False
         self._closed = False
+        self._announced_has_model = False  # what peers were last told (see emit)
         self._loop: asyncio.AbstractEventLoop | None = None
         options = LearningOptions.from_kwargs(learning)
         self.learner = Learner(self, model, create_optimizer, loss, options)
@@ -210,6 +211,7 @@ class Namespace:
         await self.learner.open()
         self._loop = asyncio.get_running_loop()
         self.apply_policy(self.learner.policy_state())  # e.g. LeechUntil starts LEECHING
+        self._announced_has_model = self.learner.state.has_model
         self.node.register_namespace(self)
         self._open = True
         logger.info("node %s joined namespace %s as %s", self.node_id, self.name, self.mode.value)
@@ -265,8 +267,19 @@ class Namespace:
         if isinstance(event, EpochDone):
             self.history.append(event.record)
         elif isinstance(event, ModelChanged) and self._open:
-            self.node.announce_soon()
+            self._announce_model_change()
         self.node.bus.emit(event)
+
+    def _announce_model_change(self) -> None:
+        """Re-advertise after a model change: at once when this namespace just got its first
+        model, so peers learn it sends weights before its first update reaches them (the
+        outbox keeps posts to one peer in order); rate-limited for later versions."""
+        has_model = self.learner.state.has_model
+        if has_model != self._announced_has_model:
+            self._announced_has_model = has_model
+            self.node.announce_now()
+        else:
+            self.node.announce_soon()
 
     def events(self, maxsize: int = 4096) -> AsyncIterator[Event]:
         """Iterate over this namespace's events from now on (see :mod:`scatterbrained.events`)."""

@@ -16,7 +16,7 @@ from scatterbrained import OperatingMode
 from scatterbrained.checkpoint import load_checkpoint, save_checkpoint
 from scatterbrained.errors import ConfigurationError
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)
 
 Run = Callable[..., None]
 FAST = {"round_timeout": 3.0, "request_timeout": 2.0, "serve_interval": 0.05}

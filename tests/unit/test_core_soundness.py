@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 import scatterbrained as sb
-from scatterbrained.events import Merged, ModelChanged, ModeSwitched, PeerJoined, UpdateReceived
+from scatterbrained.events import (
+    Merged,
+    ModelChanged,
+    ModeSwitched,
+    PeerJoined,
+    UpdateDropped,
+    UpdateReceived,
+)
 from scatterbrained.federation.aggregation import Contribution, Krum, aggregate
 from scatterbrained.types import OperatingMode
 
@@ -205,6 +212,45 @@ def test_a_newcomer_without_a_model_never_cuts_a_ring(
             assert all("n3" in r.merged_from for r in histories[0])
             assert all("n1" in r.merged_from for r in histories[0])
             assert namespaces[4].model is None
+
+    arun(main, timeout=30)
+
+
+def test_a_newcomer_that_synced_is_a_sender_before_its_first_update_arrives(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    """A node that got its first model by ``sync_model`` and pushes at once (one short epoch,
+    well inside the 0.5 s re-advertisement limit) is never dropped as "not a sender": its
+    "I have a model now" reaches each peer before its first update (regression: a restored
+    star centre waited ``round_timeout`` for a client whose update it had dropped)."""
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            owner_node, first_node, newcomer_node = await cluster.start("owner", "first", "newcomer")
+            example = {"example_input": np.zeros((2, 64), dtype=np.float32)}
+            owner = owner_node.namespace("X", mlp(0), **example, **FAST)
+            await owner.open()
+            first = first_node.namespace("X", mode="leeching", **FAST)
+            await first.open()
+            await first.sync_model(timeout=10)  # the owner exports its architecture once
+            newcomer = newcomer_node.namespace("X", **FAST)
+            await newcomer.open()  # announced now: a later change within 0.5 s is rate-limited
+            await newcomer.wait_for_peers(["owner"], timeout=3)
+            dropped: list[Any] = []
+            owner.subscribe(lambda e: dropped.append(e) if isinstance(e, UpdateDropped) else None)
+            received = asyncio.get_running_loop().create_future()
+
+            def on_received(event: Any) -> None:
+                if isinstance(event, UpdateReceived) and not received.done():
+                    received.set_result(event.sender)
+
+            owner.subscribe(on_received)
+
+            await newcomer.sync_model(timeout=5)
+            await newcomer.train(1, digit_loader(1, 2, 16, batch_size=16))
+
+            assert await asyncio.wait_for(received, 3) == "newcomer"
+            assert dropped == []
 
     arun(main, timeout=30)
 

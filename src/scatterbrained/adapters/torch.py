@@ -142,7 +142,7 @@ class TorchAdapter:
         loss: LossFn | None = None,
         *,
         device: str = "cpu",
-        example_input: Tensor | None = None,
+        example_input: Tensor | np.ndarray[Any, Any] | None = None,
         factory: tuple[str, Mapping[str, object]] | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
@@ -159,9 +159,7 @@ class TorchAdapter:
         self._loss = loss
         self._max_grad_norm = max_grad_norm
         self._factory = _checked_factory(factory)
-        self._example_input: Tensor | None = None
-        if example_input is not None:
-            self._example_input = example_input.detach().to("cpu").clone()
+        self._example_input = None if example_input is None else _as_example(example_input)
         self._architecture: Architecture | None = None
         self._export_failed = False
         self._export_lock = threading.Lock()
@@ -430,3 +428,20 @@ def _correct_predictions(outputs: Tensor, targets: Tensor) -> int | None:
     if outputs.shape[0] != targets.shape[0]:
         return None
     return int((outputs.argmax(dim=1) == targets).sum())
+
+
+def _as_example(example_input: Any) -> Tensor:
+    """A CPU copy of ``example_input`` (a tensor, or anything ``torch.as_tensor`` takes).
+
+    Raises:
+        ConfigurationError: it is neither a tensor nor convertible to one.
+    """
+    if isinstance(example_input, Tensor):
+        return example_input.detach().to("cpu").clone()
+    try:
+        return torch.as_tensor(np.asarray(example_input)).clone()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigurationError(
+            "example_input must be a torch.Tensor or an array (one batch of model inputs), "
+            f"got {type(example_input).__name__}: {exc}"
+        ) from None
