@@ -226,7 +226,9 @@ def test_a_newcomer_that_synced_is_a_sender_before_its_first_update_arrives(
 
     async def main() -> None:
         async with cluster_factory() as cluster:
-            owner_node, first_node, newcomer_node = await cluster.start("owner", "first", "newcomer")
+            owner_node, first_node, newcomer_node = await cluster.start(
+                "owner", "first", "newcomer"
+            )
             example = {"example_input": np.zeros((2, 64), dtype=np.float32)}
             owner = owner_node.namespace("X", mlp(0), **example, **FAST)
             await owner.open()
