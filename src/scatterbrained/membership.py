@@ -24,6 +24,9 @@ __all__ = ["Membership", "MembershipHost", "parse_bootstrap"]
 
 logger = logging.getLogger(__name__)
 
+#: Distinct keyed peers a keyless node warns about (see Membership._hint_keys_needed).
+MAX_HINTS = 64
+
 
 class MembershipHost(Protocol):
     """What the peer protocol needs from its node (:class:`~scatterbrained.node.Node`).
@@ -110,6 +113,7 @@ class Membership:
         self.allowed_keys = allowed_keys
         self.authenticated = authenticated
         self._hello_sent: dict[str, float] = {}
+        self._hinted: set[str] = set()  # keyed peers told about in _hint_keys_needed
 
     # ------------------------------------------------------------------ what we announce
 
@@ -201,11 +205,29 @@ class Membership:
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
             node.drop("beacon_key", beacon.node_id)
             return
+        if beacon.public_key and node.public_key is None:
+            self._hint_keys_needed(beacon.node_id)
         if not self._hello_due(beacon.node_id, now):
             return
         address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
         hello = self.hello(want_reply=True)
         node.post(address, "", hello, server_key=beacon.public_key)
+
+    def _hint_keys_needed(self, peer_id: str) -> None:
+        """Warn once per peer (at most :data:`MAX_HINTS`) that a keyed peer cannot be reached.
+
+        A keyless node cannot complete a CurveZMQ handshake, and the keyed peer drops what it
+        sends without a word; only this side can say why.
+        """
+        if peer_id in self._hinted or len(self._hinted) >= MAX_HINTS:
+            return
+        self._hinted.add(peer_id)
+        logger.warning(
+            "node %s uses CurveZMQ keys but this node has none, so they cannot talk: start this "
+            "node with keys (sb.Node(keys=..., allowed_keys=[...]) or --keys/--allow) and have "
+            "its public key allowed there",
+            peer_id[:64],
+        )
 
     def _heartbeat(self, now: float) -> None:
         """Hello to peers discovery does not refresh, and to bootstrap addresses."""

@@ -220,3 +220,68 @@ def test_a_refused_key_is_logged_once_with_how_to_allow_it(
     assert len(refused) == 1, warnings
     assert "--allow " in refused[0] and "allowed_keys=[" in refused[0]
     assert not [w for w in warnings if "refused" in w and w not in refused]  # not the self-check
+
+
+async def refused_side_scenario(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """B (keyed) greets A over CURVE, but A's allow-list does not have B's key."""
+    name = f"refused-{uuid.uuid4().hex[:8]}"
+    async with sb.Node(
+        host="127.0.0.1", discovery_scope="off", keys=sb.KeyPair.generate(), allowed_keys=[]
+    ) as a:
+        assert a.public_key is not None
+        async with sb.Node(
+            host="127.0.0.1",
+            discovery_scope="off",
+            keys=sb.KeyPair.generate(),
+            allowed_keys=[a.public_key],
+            bootstrap=[f"{a.address}#{a.public_key}"],
+        ) as b:
+            async with a.namespace(name), b.namespace(name):
+                hinted = await poll(
+                    lambda: any("over CurveZMQ" in r.getMessage() for r in caplog.records), 20.0
+                )
+                assert hinted, "the refused node was never told"
+                assert b.public_key is not None
+                key = b.public_key
+    return [r.getMessage() for r in caplog.records if key in r.getMessage()]
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_node_is_told_its_key_may_not_be_allowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare
+    caplog.set_level(logging.WARNING, logger="scatterbrained.transport.zmq")
+    # Execute
+    messages = asyncio.run(refused_side_scenario(caplog))
+    # Assert: the refused side names its own key and how the peer's operator allows it
+    told = [m for m in messages if "could not deliver" in m]
+    assert len(told) == 1, messages
+    assert "--allow " in told[0] and "allowed_keys=[" in told[0]
+
+
+async def keyless_meets_keyed_scenario(caplog: pytest.LogCaptureFixture) -> bool:
+    """A keyless node hears the beacon of a keyed node in a shared namespace (loopback)."""
+    name = f"keyless-{uuid.uuid4().hex[:8]}"
+    async with sb.Node(
+        host="127.0.0.1", discovery_scope="loopback", keys=sb.KeyPair.generate(), allowed_keys=[]
+    ) as keyed:
+        async with sb.Node(host="127.0.0.1", discovery_scope="loopback") as keyless:
+            async with keyed.namespace(name), keyless.namespace(name):
+                return await poll(
+                    lambda: any(
+                        keyed.id in r.getMessage() and "has none" in r.getMessage()
+                        for r in caplog.records
+                    ),
+                    20.0,
+                )
+
+
+@pytest.mark.timeout(60)
+def test_a_keyless_node_is_told_that_a_keyed_peer_needs_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare
+    caplog.set_level(logging.WARNING, logger="scatterbrained.membership")
+    # Execute / Assert
+    assert asyncio.run(keyless_meets_keyed_scenario(caplog)), "the keyless node was never told"

@@ -32,6 +32,7 @@ from .base import DEFAULT_MAX_FRAME_BYTES, Envelope, Frame, TransportStats
 from .security import (
     KeyedEndpoint,
     KeyPair,
+    MAX_REPORTED_KEYS,
     KeyPolicy,
     ZapHandler,
     check_authentication_enforced,
@@ -146,6 +147,7 @@ class ZmqTransport(KeyedEndpoint):
         self._router: zmq.asyncio.Socket | None = None
         self._zap: ZapHandler | None = None
         self._dealers: dict[str, tuple[zmq.asyncio.Socket, str | None]] = {}
+        self._hinted: set[str] = set()  # addresses told about in _hint_refused
         self._held: collections.deque[list[zmq.Frame]] = collections.deque()
         self._bound_port: int | None = None
         self._closed = False
@@ -279,6 +281,8 @@ class ZmqTransport(KeyedEndpoint):
             self._stats.send_dropped += 1
             logger.debug("dropped a message to %s: queue full or not connected", address)
             self._discard_dealer(address, sock)
+            if server_key is not None:
+                self._hint_refused(address)
             return False
         self._stats.messages_out += 1
         self._stats.bytes_out += frames_nbytes(frames)
@@ -422,6 +426,27 @@ class ZmqTransport(KeyedEndpoint):
             return None
         self._dealers[address] = (sock, server_key)
         return sock
+
+    def _hint_refused(self, address: str) -> None:
+        """Tell the operator, once per address, that a CURVE peer may refuse our key.
+
+        With ``IMMEDIATE`` a message waits for a completed handshake, so a CURVE send that
+        timed out means the peer is down, overloaded, or refused this node's key; only the
+        last needs the operator, and only they can tell. At most
+        :data:`MAX_REPORTED_KEYS` addresses are remembered.
+        """
+        if address in self._hinted or len(self._hinted) >= MAX_REPORTED_KEYS:
+            return
+        self._hinted.add(address)
+        assert self._keys is not None
+        logger.warning(
+            "could not deliver to %s over CurveZMQ: the peer is down, busy, or does not "
+            "accept this node's public key %s; if it is up, ask its operator to allow it "
+            "(--allow '%s' on the command line, allowed_keys=[...] in sb.Node)",
+            address,
+            self._keys.public,
+            self._keys.public,
+        )
 
     def _discard_dealer(self, address: str, sock: zmq.asyncio.Socket) -> None:
         """Close ``sock`` if it is still the connection to ``address``.
