@@ -30,9 +30,9 @@ import zmq.asyncio
 from ..errors import ConfigurationError, SecurityError, TransportError
 from .base import DEFAULT_MAX_FRAME_BYTES, Envelope, Frame, TransportStats
 from .security import (
+    MAX_REPORTED_KEYS,
     KeyedEndpoint,
     KeyPair,
-    MAX_REPORTED_KEYS,
     KeyPolicy,
     ZapHandler,
     check_authentication_enforced,
