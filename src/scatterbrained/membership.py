@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .discovery.base import Beacon, Discovery, NamespaceAd
 from .errors import ConfigurationError
-from .peers import PeerRecord, PeerTable, split_address
+from .peers import PeerRecord, PeerTable, ReplayGuard, split_address
 from .transport.base import Envelope
 from .wire.messages import Hello, Message, NamespaceInfo
 
@@ -112,6 +112,7 @@ class Membership:
         self.bootstrap = bootstrap
         self.allowed_keys = allowed_keys
         self.authenticated = authenticated
+        self.replay = ReplayGuard()
         self._hello_sent: dict[str, float] = {}
         self._hinted: set[str] = set()  # keyed peers told about in _hint_keys_needed
 
@@ -182,10 +183,12 @@ class Membership:
         assert node.discovery is not None
         for beacon in node.discovery.candidates():
             record = self.peers.get(beacon.node_id)
-            if record is not None and record.greeted:
-                record.last_seen = now
-            else:
+            if record is None or not record.greeted:
                 self.greet(beacon, now)
+            elif not self.authenticated and beacon.session == record.session:
+                # A beacon is a hint anyone can forge: with keys only authenticated traffic
+                # (heartbeats included) keeps a peer alive; without, only its own session's.
+                record.last_seen = now
         self._heartbeat(now)
         for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
@@ -262,6 +265,7 @@ class Membership:
         """Forget a peer: it leaves every namespace, its connection is closed."""
         node = self.node
         record = self.peers.remove(peer_id)
+        self.replay.forget(peer_id)
         if record is None:
             return
         logger.info("node %s: peer %s gone (%s)", node.id, peer_id, reason)
@@ -271,31 +275,55 @@ class Membership:
 
     # ------------------------------------------------------------------ inbound
 
-    def check_identity(self, message: Message, peer_key: str | None) -> bool:
-        """With keys, the authenticated key decides who sent a message, not its header.
+    def admit(self, message: Message, envelope: Envelope) -> bool:
+        """Decide whether a decoded message is from who it says and new; count it if not.
 
-        Returns:
-            True when the sender is who it says; else the message is dropped and counted.
+        With keys, the authenticated key decides who sent a message, not its header: an id
+        belongs to the first key that proved it while its record lives. Without keys (an
+        unauthenticated network, see the README's threat model) a live peer's record is
+        never taken over by another session: that waits until the record expired. Then the
+        replay guard (without keys it forgets a sender that had nothing accepted for a peer
+        timeout, so a forged sequence number locks nobody out for good).
         """
-        if not self.authenticated:
-            return True
+        if self.authenticated:
+            admitted = self._authenticated_sender(message, envelope.peer_key)
+        else:
+            admitted = self._same_session(message)
+        if not admitted:
+            return False
+        reset = None if self.authenticated else self.node.peer_timeout
+        if not self.replay.accept(
+            message.sender, message.session, message.seq, time.monotonic(), reset
+        ):
+            self.node.drop("replay", message.sender)
+            return False
+        return True
+
+    def _authenticated_sender(self, message: Message, peer_key: str | None) -> bool:
         drop = self.node.drop
         if peer_key is None:
             drop("unauthenticated")
             return False
-        peers = self.peers
         if isinstance(message.body, Hello):
             if message.body.public_key != peer_key:
                 drop("key_mismatch", message.sender)
                 return False
-            if not peers.bind_key(peer_key, message.sender):
+            if not self.peers.may_bind(peer_key, message.sender):
                 drop("identity", message.sender)
                 return False
             return True
-        if peers.bound_id(peer_key) != message.sender:
+        if self.peers.bound_id(peer_key) != message.sender:
             drop("identity", message.sender)
             return False
         return True
+
+    def _same_session(self, message: Message) -> bool:
+        """Without keys: a live record speaks only for the session that created it."""
+        record = self.peers.get(message.sender)
+        if record is None or not record.greeted or message.session == record.session:
+            return True
+        self.node.drop("identity", message.sender)
+        return False
 
     def resolve_host(
         self, peer_id: str, advertised: str, source: str | None
@@ -337,6 +365,8 @@ class Membership:
             node.drop("peer_table_full", message.sender)
             return
         if self.authenticated:
+            assert envelope.peer_key is not None  # admitted
+            self.peers.bind_key(envelope.peer_key, message.sender)
             record.public_key = envelope.peer_key
         changed = self.peers.apply_hello(record, hello, message.session)
         node.member_changed(record, changed | set(record.namespaces))

@@ -21,7 +21,7 @@ from .events import Event, EventBus, MessageDropped, MessageReceived, MessageSen
 from .membership import Membership, parse_bootstrap
 from .namespace import GOODBYE_TIMEOUT, Namespace
 from .outbox import Outbox
-from .peers import PeerRecord, PeerTable, ReplayGuard, split_address
+from .peers import PeerRecord, PeerTable, split_address
 from .stats import NodeStats
 from .transport.base import Envelope, Transport
 from .types import OperatingMode
@@ -135,7 +135,6 @@ class Node:
         self.stats = NodeStats()
         self.bus.subscribe(self.stats.apply)
         self.peers = PeerTable()
-        self._replay = ReplayGuard()
         self._seq = 0
         self._namespaces: dict[str, Namespace] = {}
         self._tasks = TaskSet(f"node {self.id}")
@@ -560,10 +559,7 @@ class Node:
         if message.sender == self.id:
             self.drop("self")
             return
-        if not self._membership.check_identity(message, envelope.peer_key):
-            return
-        if not self._replay.accept(message.sender, message.session, message.seq):
-            self.drop("replay", message.sender)
+        if not self._membership.admit(message, envelope):
             return
         body = message.body
         if isinstance(body, Hello):

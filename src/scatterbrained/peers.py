@@ -85,23 +85,53 @@ class ReplayGuard:
     A sender's session id is its start time in nanoseconds, so a restarted sender has a larger
     session; anything from an older session, or a sequence number not larger than the last
     accepted one in the current session, is a replay.
+
+    Without keys anyone can forge a sender's (session, seq), so a forged jump ahead could
+    make every later message of the real sender look like a replay. ``reset_after`` bounds
+    that: once nothing from a sender was accepted for that many seconds while its messages
+    keep coming, its state starts over. With keys (authenticated senders) leave it ``None``.
+
+    Args:
+        capacity: senders remembered (the oldest is forgotten past it).
     """
 
     def __init__(self, capacity: int = 65536) -> None:
-        self._last: dict[str, tuple[int, int]] = {}
+        self._last: dict[str, tuple[int, int, float]] = {}
         self._capacity = capacity
 
-    def accept(self, sender: str, session: int, seq: int) -> bool:
-        """Return True and remember (session, seq) when it is new; False for a replay."""
+    def accept(
+        self,
+        sender: str,
+        session: int,
+        seq: int,
+        now: float = 0.0,
+        reset_after: float | None = None,
+    ) -> bool:
+        """Return True and remember (session, seq) when it is new; False for a replay.
+
+        Args:
+            sender: the sender's node id.
+            session: the message's session.
+            seq: its sequence number within the session.
+            now: monotonic time in seconds (only used with ``reset_after``).
+            reset_after: seconds without an accepted message from ``sender`` after which its
+                state is forgotten (for unauthenticated senders); ``None``: never.
+        """
         last = self._last.get(sender)
         if last is not None:
-            last_session, last_seq = last
-            if session < last_session or (session == last_session and seq <= last_seq):
+            last_session, last_seq, accepted_at = last
+            stale = reset_after is not None and now - accepted_at > reset_after
+            replay = session < last_session or (session == last_session and seq <= last_seq)
+            if replay and not stale:
                 return False
         elif len(self._last) >= self._capacity:
             self._last.pop(next(iter(self._last)))
-        self._last[sender] = (session, seq)
+        self._last[sender] = (session, seq, now)
         return True
+
+    def forget(self, sender: str) -> None:
+        """Forget ``sender`` (it left or expired): its next session starts afresh."""
+        self._last.pop(sender, None)
 
 
 class PeerTable:
@@ -114,6 +144,7 @@ class PeerTable:
     def __init__(self, capacity: int = 4096) -> None:
         self._peers: dict[str, PeerRecord] = {}
         self._key_to_id: dict[str, str] = {}
+        self._id_to_key: dict[str, str] = {}
         self._capacity = capacity
 
     def __len__(self) -> int:
@@ -134,10 +165,27 @@ class PeerTable:
         """The node id first authenticated with ``key``, or ``None``."""
         return self._key_to_id.get(key)
 
+    def may_bind(self, key: str, peer_id: str) -> bool:
+        """True when neither ``key`` nor ``peer_id`` is bound to something else."""
+        return (
+            self._key_to_id.get(key, peer_id) == peer_id
+            and self._id_to_key.get(peer_id, key) == key
+        )
+
     def bind_key(self, key: str, peer_id: str) -> bool:
-        """Bind an authenticated key to a node id; False if the key is bound to another id."""
-        bound = self._key_to_id.setdefault(key, peer_id)
-        return bound == peer_id
+        """Bind an authenticated key and a node id to each other, both ways.
+
+        An id belongs to the first key that proved it while its record lives (the binding
+        ends with :meth:`remove`); a key speaks for one id only.
+
+        Returns:
+            False (and nothing changes) when either is bound to something else.
+        """
+        if not self.may_bind(key, peer_id):
+            return False
+        self._key_to_id[key] = peer_id
+        self._id_to_key[peer_id] = key
+        return True
 
     def upsert(self, peer_id: str, host: str, port: int, now: float) -> PeerRecord | None:
         """Create or refresh the record of ``peer_id``; ``None`` when the table is full."""
@@ -177,7 +225,10 @@ class PeerTable:
             record.last_seen = max(record.last_seen, now)
 
     def remove(self, peer_id: str) -> PeerRecord | None:
-        """Forget ``peer_id`` and return its record."""
+        """Forget ``peer_id`` (and its key binding) and return its record."""
+        key = self._id_to_key.pop(peer_id, None)
+        if key is not None:
+            self._key_to_id.pop(key, None)
         return self._peers.pop(peer_id, None)
 
     def expired(self, now: float, timeout: float) -> list[PeerRecord]:

@@ -148,6 +148,19 @@ def test_expired_touch_and_remove() -> None:
     assert table.get("old") is None and "ghost" not in table
 
 
+def test_an_id_belongs_to_the_first_key_while_its_record_lives() -> None:
+    table = PeerTable()
+    table.upsert("a", "h", 1, now=0.0)
+    assert table.bind_key("K1", "a")
+
+    assert not table.may_bind("K2", "a")  # another key cannot take "a"
+    assert not table.bind_key("K2", "a")
+    table.remove("a")  # the record expired or left: the id is free again
+
+    assert table.bound_id("K1") is None
+    assert table.bind_key("K2", "a")
+
+
 # ---------------------------------------------------------------------- ReplayGuard
 
 
@@ -195,3 +208,21 @@ def test_replay_guard_accepts_exactly_the_strictly_increasing_prefix_maxima(
         assert guard.accept("s", session, seq) is expected
         if expected:
             best = (session, seq)
+
+
+def test_replay_guard_without_keys_forgets_a_sender_silent_for_reset_after() -> None:
+    guard = ReplayGuard()
+    assert guard.accept("a", 1, 2**60, now=0.0, reset_after=5.0)  # a forged jump ahead
+
+    assert not guard.accept("a", 1, 7, now=4.0, reset_after=5.0)  # still a "replay"
+    assert guard.accept("a", 1, 8, now=6.0, reset_after=5.0)  # nothing accepted for 5 s
+    assert not guard.accept("a", 1, 8, now=6.1, reset_after=5.0)  # duplicates still refused
+
+
+def test_replay_guard_forget_starts_a_sender_afresh() -> None:
+    guard = ReplayGuard()
+    guard.accept("a", 100, 50)
+
+    guard.forget("a")
+
+    assert guard.accept("a", 1, 1)

@@ -57,6 +57,11 @@ __all__ = [
     "parse_tcp_address",
 ]
 
+#: Consecutive timed-out CURVE sends to one address before the "refused?" hint is logged.
+_HINT_AFTER_FAILURES = 3
+#: Addresses whose failure streak is tracked (the table starts over past it).
+_MAX_FAILING_ADDRESSES = 1024
+
 logger = logging.getLogger(__name__)
 
 #: Messages queued per outgoing peer connection before ``send`` waits.
@@ -148,6 +153,7 @@ class ZmqTransport(KeyedEndpoint):
         self._zap: ZapHandler | None = None
         self._dealers: dict[str, tuple[zmq.asyncio.Socket, str | None]] = {}
         self._hinted: set[str] = set()  # addresses told about in _hint_refused
+        self._failed_in_a_row: dict[str, int] = {}  # CURVE sends that timed out, per address
         self._held: collections.deque[list[zmq.Frame]] = collections.deque()
         self._bound_port: int | None = None
         self._closed = False
@@ -284,6 +290,7 @@ class ZmqTransport(KeyedEndpoint):
             if server_key is not None:
                 self._hint_refused(address)
             return False
+        self._failed_in_a_row.pop(address, None)
         self._stats.messages_out += 1
         self._stats.bytes_out += frames_nbytes(frames)
         return True
@@ -430,11 +437,18 @@ class ZmqTransport(KeyedEndpoint):
     def _hint_refused(self, address: str) -> None:
         """Tell the operator, once per address, that a CURVE peer may refuse our key.
 
-        With ``IMMEDIATE`` a message waits for a completed handshake, so a CURVE send that
-        timed out means the peer is down, overloaded, or refused this node's key; only the
-        last needs the operator, and only they can tell. At most
+        With ``IMMEDIATE`` a message waits for a completed handshake, so CURVE sends that
+        keep timing out (:data:`_HINT_AFTER_FAILURES` in a row) mean the peer is down,
+        overloaded, or refused this node's key; only the last needs the operator, and only
+        they can tell. At most
         :data:`MAX_REPORTED_KEYS` addresses are remembered.
         """
+        failed = self._failed_in_a_row.get(address, 0) + 1
+        if len(self._failed_in_a_row) >= _MAX_FAILING_ADDRESSES:
+            self._failed_in_a_row.clear()
+        self._failed_in_a_row[address] = failed
+        if failed < _HINT_AFTER_FAILURES:  # one slow handshake is not a refusal
+            return
         if address in self._hinted or len(self._hinted) >= MAX_REPORTED_KEYS:
             return
         self._hinted.add(address)
