@@ -75,10 +75,12 @@ class Node:
             ``sync_model``.
         mode: the starting behaviour of this node's namespaces (``OperatingMode`` or its
             name; default ``PEER``); a namespace's own ``mode=`` wins.
+        require_keys: refuse to start without ``keys`` (for deployments where an
+            unauthenticated node must never join by mistake; see the README's threat model).
 
     Raises:
-        ConfigurationError: inconsistent arguments (e.g. keys without allowed_keys), or
-            ``mode`` names no mode.
+        ConfigurationError: inconsistent arguments (e.g. keys without allowed_keys, or
+            ``require_keys`` without keys), or ``mode`` names no mode.
     """
 
     def __init__(
@@ -99,7 +101,13 @@ class Node:
         heartbeat_interval: float = 1.0,
         factories: FactoryRegistry | None = None,
         mode: OperatingMode | str = OperatingMode.PEER,
+        require_keys: bool = False,
     ) -> None:
+        if require_keys and keys is None:
+            raise ConfigurationError(
+                "require_keys=True but no keys were given: pass keys=sb.KeyPair.load(path) "
+                "(make one with `scatterbrained keys generate PATH`) and allowed_keys=[...]"
+            )
         if keys is None and allowed_keys is not None:
             raise ConfigurationError("allowed_keys needs keys=KeyPair(...) for this node too")
         if keys is not None and allowed_keys is None and transport is None:

@@ -53,6 +53,7 @@ def test_explicit_id_is_kept() -> None:
         ({"heartbeat_interval": 0}, "heartbeat_interval"),
         ({"bootstrap": ["tcp://:5555"]}, "needs a host"),
         ({"bootstrap": ["http://h:1"]}, "bootstrap entry"),
+        ({"require_keys": True}, "require_keys=True but no keys"),
     ],
 )
 def test_inconsistent_arguments_raise_configuration_error(
@@ -60,6 +61,12 @@ def test_inconsistent_arguments_raise_configuration_error(
 ) -> None:
     with pytest.raises(ConfigurationError, match=match):
         Node(**kwargs)
+
+
+def test_require_keys_with_keys_starts() -> None:
+    node = Node(keys=KeyPair.generate(), allowed_keys=[], require_keys=True)
+
+    assert node.public_key is not None
 
 
 def test_transport_property_before_start_says_how_to_start() -> None:

@@ -50,6 +50,7 @@ from .zmq_support import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_RECV_HWM",
     "DEFAULT_SEND_HWM",
@@ -57,6 +58,9 @@ __all__ = [
     "parse_tcp_address",
 ]
 
+#: Outgoing connections kept open at once (libzmq allows 1,023 sockets per context by
+#: default); past it the least recently used one is closed and re-opened when needed.
+DEFAULT_MAX_CONNECTIONS = 256
 #: Consecutive timed-out CURVE sends to one address before the "refused?" hint is logged.
 _HINT_AFTER_FAILURES = 3
 #: Addresses whose failure streak is tracked (the table starts over past it).
@@ -96,6 +100,9 @@ class ZmqTransport(KeyedEndpoint):
         reconnect_ivl_max: longest reconnection delay in seconds (exponential back-off).
         advertise_host: host put in :attr:`address` (what peers should dial); defaults to
             ``host``, or ``127.0.0.1`` when ``host`` is a wildcard.
+        max_connections: outgoing connections kept open at once (1..1000); past it the
+            least recently used one is closed (and re-opened on its next send), so no number
+            of peers or forged candidates exhausts libzmq's sockets.
 
     Raises:
         ConfigurationError: a number is out of range, or ``allowed_keys`` without ``keys``.
@@ -118,8 +125,13 @@ class ZmqTransport(KeyedEndpoint):
         reconnect_ivl: float = 0.1,
         reconnect_ivl_max: float = 5.0,
         advertise_host: str | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         check_settings(host, port, max_frame_bytes, send_hwm, recv_hwm)
+        if not 1 <= max_connections <= 1000:
+            raise ConfigurationError(
+                f"max_connections must be 1..1000 (libzmq's socket limit), got {max_connections!r}"
+            )
         for name, value in (
             ("send_timeout", send_timeout),
             ("heartbeat_ivl", heartbeat_ivl),
@@ -153,7 +165,8 @@ class ZmqTransport(KeyedEndpoint):
         self._zap: ZapHandler | None = None
         self._dealers: dict[str, tuple[zmq.asyncio.Socket, str | None]] = {}
         self._hinted: set[str] = set()  # addresses told about in _hint_refused
-        self._failed_in_a_row: dict[str, int] = {}  # CURVE sends that timed out, per address
+        self._failed_in_a_row: dict[str, int] = {}
+        self._max_connections = max_connections  # CURVE sends that timed out, per address
         self._held: collections.deque[list[zmq.Frame]] = collections.deque()
         self._bound_port: int | None = None
         self._closed = False
@@ -407,11 +420,12 @@ class ZmqTransport(KeyedEndpoint):
     def _dealer_for(self, address: str, server_key: str | None) -> zmq.asyncio.Socket | None:
         if self._keys is None:
             server_key = None
-        entry = self._dealers.get(address)
+        entry = self._dealers.pop(address, None)
         if entry is not None:
             if entry[1] == server_key:
+                self._dealers[address] = entry  # now the most recently used
                 return entry[0]
-            self.forget(address)  # the peer came back with another key
+            entry[0].close(linger=0)  # the peer came back with another key
         if parse_tcp_address(address) is None:
             self._count("send_bad_address")
             logger.warning("not sending to %.80r: expected tcp://host:port", address)
@@ -423,7 +437,16 @@ class ZmqTransport(KeyedEndpoint):
                 self._count("send_bad_key")
                 logger.warning("not sending to %s: %s", address, exc)
                 return None
-        sock = self._new_dealer(server_key, self._keys)
+        while len(self._dealers) >= self._max_connections:  # close the least recently used
+            oldest = next(iter(self._dealers))
+            self._dealers.pop(oldest)[0].close(linger=0)
+            self._count("connection_evicted")
+        try:
+            sock = self._new_dealer(server_key, self._keys)
+        except zmq.ZMQError as exc:  # e.g. "Too many open files": never raise into callers
+            self._count("send_no_socket")
+            logger.warning("cannot open a connection to %.80r: %s", address, exc)
+            return None
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:

@@ -353,3 +353,29 @@ def test_self_check_refuses_to_start_without_authenticator(
         await transport.close()
 
     run(main)
+
+
+@pytest.mark.timeout(30)
+def test_thousands_of_addresses_never_exhaust_sockets_or_raise() -> None:
+    """Outgoing connections are a capped pool: 2,000 distinct (dead) addresses, more than
+    libzmq's 1,023 sockets per context, cost at most ``max_connections`` sockets, every send
+    returns False instead of raising, and a live peer is still reached afterwards."""
+
+    async def main() -> None:
+        async with fast(max_connections=16) as a, fast() as b:
+            results = await asyncio.gather(
+                *(a.send(f"tcp://{HOST}:{20000 + i}", [b"x"], timeout=1.0) for i in range(2000))
+            )
+            delivered = await a.send(b.address, [b"alive"], timeout=2.0)
+            got = await recv_within(b, 2.0)
+
+            assert not any(results)
+            assert a.stats.extra["connection_evicted"] >= 2000 - 16
+            assert delivered and got is not None and bytes(got.frames[0]) == b"alive"
+
+    run(main, timeout=25)
+
+
+def test_max_connections_out_of_range_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        ZmqTransport(HOST, max_connections=0)
