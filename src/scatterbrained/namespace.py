@@ -469,6 +469,12 @@ class Namespace:
         info = record.namespaces.get(self.name) if record is not None else None
         return info.version if info is not None else None
 
+    def peer_has_model(self, peer_id: str) -> bool:
+        """True when member ``peer_id`` announced a model here (it can use weights sent)."""
+        record = self.node.peer(peer_id) if peer_id in self._members else None
+        info = record.namespaces.get(self.name) if record is not None else None
+        return info is not None and info.has_model
+
     def _is_member(self, record: PeerRecord) -> bool:
         mode = record.mode_in(self.name)
         if mode is None or mode is OperatingMode.OFFLINE:

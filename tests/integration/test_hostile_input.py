@@ -88,9 +88,11 @@ def forged_plan(namespace: str, target: sb.Node, friend: sb.Node, mallory: str) 
         plan.add("not_member", raw_message(mallory, namespace, 7, seq, b"x"))
     for i in range(300):  # replayed sequence numbers of mallory
         plan.add("replay", raw_message(mallory, namespace, 7, 1 + i % seq, b"x"))
-    for i in range(300):  # the real friend's session with old sequence numbers, or an old session
+    for i in range(300):  # the real friend's session with old sequence numbers, or another
+        # session: without keys a live peer's record speaks only for its own session
         session = friend.session if i % 2 else friend.session - 1
-        plan.add("replay", raw_message(friend.id, namespace, session, 1, b"forged"))
+        reason = "replay" if i % 2 else "identity"
+        plan.add(reason, raw_message(friend.id, namespace, session, 1, b"forged"))
     for i in range(800):
         plan.add("unknown_peer", raw_message(f"ghost-{i}", namespace, 1, 1, b"x"))
     for i in range(300):

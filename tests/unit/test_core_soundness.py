@@ -257,6 +257,77 @@ def test_a_newcomer_that_synced_is_a_sender_before_its_first_update_arrives(
     arun(main, timeout=30)
 
 
+def test_no_weights_go_to_a_member_without_a_model_and_it_gets_them_once_it_has_one(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    """Weights sent to a member without a model are dropped there, so a serving node does
+    not send them, and it does not count them as delivered: once the member announces a
+    model (after ``sync_model``), it gets the current version (regression: a newcomer that
+    synced while the creator trained kept the version it synced, forever)."""
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            owner_node, newcomer_node = await cluster.start("owner", "newcomer")
+            example = {"example_input": np.zeros((2, 64), dtype=np.float32)}
+            owner = owner_node.namespace("X", mlp(0), **example, **FAST)
+            newcomer = newcomer_node.namespace("X", **FAST)
+            await owner.open()
+            await newcomer.open()
+            await newcomer.wait_for_peers(["owner"], timeout=3)
+            await owner.train(1, digit_loader(0, 2, 32))
+            serving = asyncio.ensure_future(owner.serve())
+            received = asyncio.get_running_loop().create_future()
+
+            def on_received(event: Any) -> None:
+                if isinstance(event, UpdateReceived) and not received.done():
+                    received.set_result(event.sender)
+
+            newcomer.subscribe(on_received)
+            try:
+                await asyncio.sleep(0.5)  # ten serve intervals with a model-less member
+                dropped_before_sync = newcomer_node.stats.dropped["no_model"]
+                await newcomer.sync_model(timeout=5)
+                sender = await asyncio.wait_for(received, 3)
+            finally:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+
+            assert dropped_before_sync == 0
+            assert sender == "owner"
+
+    arun(main, timeout=30)
+
+
+def test_an_offer_made_while_training_carries_the_digest_of_its_own_weights(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    """Exporting the architecture for an offer takes a while; a model that trains meanwhile
+    commits new weights. The offer's weights, digest and version are read together, so the
+    asker never refuses it as "digest" (regression: the joiner of the paper's Fig. 4 waited
+    ``request_timeout`` and retried)."""
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            owner_node, newcomer_node = await cluster.start("owner", "newcomer")
+            example = {"example_input": np.zeros((2, 64), dtype=np.float32)}
+            owner = owner_node.namespace("X", mlp(0), **example, **FAST)
+            newcomer = newcomer_node.namespace("X", mode="leeching", **FAST)
+            await owner.open()
+            await newcomer.open()
+            await newcomer.wait_for_peers(["owner"], timeout=3)
+            training = asyncio.ensure_future(owner.train(200, digit_loader(0, 8, 16)))
+            try:
+                await newcomer.sync_model(timeout=10)
+            finally:
+                training.cancel()
+                await asyncio.gather(training, return_exceptions=True)
+
+            assert newcomer_node.stats.dropped["digest"] == 0
+            assert newcomer.model is not None
+
+    arun(main, timeout=30)
+
+
 def test_sync_model_fails_fast_when_every_peer_cannot_serve_the_architecture(
     arun: Run, cluster_factory: Any, mlp: Any
 ) -> None:

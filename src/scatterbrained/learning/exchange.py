@@ -192,10 +192,13 @@ class Exchange:
         """Send ``arrays`` as this node's update for ``round_`` to every target.
 
         Sends to all targets concurrently, each bounded by the transport's send timeout.
+        A target that announced no model yet is skipped (it would drop the weights); it is
+        pushed to once it announces one (serving pushes what a target has not had).
 
         Returns:
             The targets the transport accepted it for (queued to their connection).
         """
+        targets = [p for p in targets if self.port.peer_has_model(p)]
         update = ModelUpdate(
             version=self.state.version,
             samples=max(self.state.local_samples, 0),

@@ -108,8 +108,7 @@ class ModelSharing:
     async def _answer_for(self, request: ModelRequest) -> ModelOffer | ModelUnavailable:
         if not self.port.mode.sends:
             return ModelUnavailable(request.request_id, f"mode is {self.port.mode.value}")
-        published = self.state.published
-        if published is None:
+        if self.state.published is None:
             return ModelUnavailable(request.request_id, "no model yet")
         architecture = None
         if request.include_architecture:
@@ -117,6 +116,11 @@ class ModelSharing:
             if architecture is None:
                 reason = "architecture not exportable: pass example_input= or factory="
                 return ModelUnavailable(request.request_id, reason, final=True)
+        # Weights, digest, version and round are read together, after the (slow, threaded)
+        # export: training may have committed meanwhile, and an offer whose digest belongs to
+        # other weights is refused by the asker.
+        published = self.state.published
+        assert published is not None  # a model, once there, is never removed
         return ModelOffer(
             request_id=request.request_id,
             version=self.state.version,

@@ -67,6 +67,10 @@ class FederationPort(Protocol):
         """The model version ``peer`` announced, or ``None`` when it is not a member."""
         ...
 
+    def peer_has_model(self, peer: str) -> bool:
+        """True when member ``peer`` announced that it has a model (it can take weights)."""
+        ...
+
     def peer_count(self) -> int:
         """How many members the namespace has now."""
         ...
