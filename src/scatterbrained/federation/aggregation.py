@@ -183,8 +183,12 @@ class Median:
 class TrimmedMean:
     """Coordinate-wise mean after dropping ``floor(trim * n)`` values from each end.
 
+    With ``trim > 0`` at least one value is dropped from each end once there are ``n >= 3``
+    contributions (the local one included), so one outlier is cut even in the small
+    neighbourhoods of sparse graphs, where ``floor(0.1 * n)`` would be 0 below ten.
+
     Args:
-        trim: fraction trimmed from each end, ``0 <= trim < 0.5``.
+        trim: fraction trimmed from each end, ``0 <= trim < 0.5`` (0: the plain mean).
 
     Raises:
         ConfigurationError: ``trim`` is out of range.
@@ -198,7 +202,10 @@ class TrimmedMean:
 
     def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
         """Return the trimmed-mean arrays (see :class:`Aggregator`)."""
-        cut = math.floor(self.trim * (len(others) + 1))
+        n = len(others) + 1
+        cut = math.floor(self.trim * n)
+        if self.trim > 0 and n >= 3:
+            cut = max(cut, 1)
 
         def combine(rows: np.ndarray) -> np.ndarray:
             ordered = np.sort(rows, axis=0)

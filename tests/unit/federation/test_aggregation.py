@@ -61,6 +61,8 @@ def stacked(local: Contribution, others: Sequence[Contribution], name: str) -> n
 def ref_trimmed(rows: np.ndarray, trim: float) -> np.ndarray:
     n = rows.shape[0]
     cut = int(np.floor(trim * n))
+    if trim > 0 and n >= 3:
+        cut = max(cut, 1)
     out = np.empty(rows.shape[1:])
     for idx in np.ndindex(*rows.shape[1:]):
         values = sorted(rows[(slice(None), *idx)])
@@ -332,3 +334,22 @@ def test_median_and_trimmed_mean_resist_one_huge_outlier(
     for aggregator in (Median(), trim):
         result = aggregator(honest[0], [*honest[1:], outlier])["v"]
         assert np.all(result >= low) and np.all(result <= high), aggregator
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 9])
+def test_default_trimmed_mean_cuts_one_outlier_per_side_from_three_contributions(n: int) -> None:
+    rows = [np.array([float(i)]) for i in range(1, n)]
+    local = Contribution({"v": np.array([0.0])}, sender="me")
+    others = [Contribution({"v": r}, sender=f"p{i}") for i, r in enumerate(rows[:-1])]
+    others.append(Contribution({"v": np.array([1e9])}, sender="evil"))
+
+    result = TrimmedMean()(local, others)["v"]
+
+    assert result[0] < n  # the 1e9 outlier was cut although floor(0.1 * n) == 0
+
+
+def test_trimmed_mean_with_trim_zero_is_the_mean() -> None:
+    local = Contribution({"v": np.array([0.0])}, sender="me")
+    others = [Contribution({"v": np.array([3.0])}), Contribution({"v": np.array([9.0])})]
+
+    assert TrimmedMean(0.0)(local, others)["v"][0] == pytest.approx(4.0)
