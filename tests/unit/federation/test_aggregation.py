@@ -353,3 +353,25 @@ def test_trimmed_mean_with_trim_zero_is_the_mean() -> None:
     others = [Contribution({"v": np.array([3.0])}), Contribution({"v": np.array([9.0])})]
 
     assert TrimmedMean(0.0)(local, others)["v"][0] == pytest.approx(4.0)
+
+
+def test_fedavg_caps_an_inflated_sample_count_at_ten_times_the_median() -> None:
+    honest = [Contribution({"v": np.array([1.0])}, samples=100, sender=f"h{i}") for i in range(3)]
+    liar = Contribution({"v": np.array([-1.0])}, samples=10**9, sender="liar")
+
+    result = FedAvg()(honest[0], [*honest[1:], liar])["v"][0]
+
+    # weights 100, 100, 100 and min(10**9, 10 * 100): (300 - 1000) / 1300
+    assert result == pytest.approx((300.0 - 1000.0) / 1300.0)
+    assert FedAvg(max_ratio=None)(honest[0], [*honest[1:], liar])["v"][0] < -0.99
+
+
+def test_fedavg_caps_and_specs() -> None:
+    a = Contribution({"v": np.array([0.0])}, samples=10)
+    b = Contribution({"v": np.array([1.0])}, samples=1000)
+
+    assert FedAvg(max_samples=10)(a, [b])["v"][0] == pytest.approx(0.5)
+    assert aggregator_from_spec("fedavg") == FedAvg()
+    assert aggregator_from_spec("fedavg:max_ratio=none,max_samples=50") == FedAvg(None, 50)
+    with pytest.raises(ConfigurationError, match="max_ratio"):
+        FedAvg(max_ratio=0)
