@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from .port import FederationPort
 if TYPE_CHECKING:
     from ..adapters.base import ModelAdapter
 
-__all__ = ["MAX_CONCURRENT_ANSWERS", "ModelSharing"]
+__all__ = ["MAX_CONCURRENT_ANSWERS", "AnswerLimiter", "ModelSharing"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,50 @@ logger = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
 #: Model answers being sent at once; more requests are refused as "busy" (and counted).
 MAX_CONCURRENT_ANSWERS = 8
+#: Seconds between two answers to one requester; sooner requests are refused as
+#: "request_rate" (an asker retries after ``request_timeout`` or ``RETRY_PAUSE_S``).
+MIN_ANSWER_INTERVAL_S = 0.5
+#: Answers started per second, all requesters together (a forged requester address can
+#: reflect at most this many offers a second at a victim); more are refused as "busy".
+MAX_ANSWERS_PER_S = 32
+
+
+class AnswerLimiter:
+    """Which model requests get an answer: one at a time and one per
+    :data:`MIN_ANSWER_INTERVAL_S` per requester, :data:`MAX_CONCURRENT_ANSWERS` at once and
+    :data:`MAX_ANSWERS_PER_S` a second in all. Bounded: past 1,024 requesters only those
+    still limited are remembered.
+    """
+
+    def __init__(self) -> None:
+        self._answering: set[str] = set()
+        self._answered_at: dict[str, float] = {}  # requester -> when its last answer started
+        self._recent: deque[float] = deque()  # answers started in the last second
+
+    def admit(self, sender: str, now: float) -> str | None:
+        """Start an answer to ``sender`` at ``now`` (monotonic s), or return why not:
+        ``"request_rate"`` (this requester, too soon) or ``"busy"`` (too many in all)."""
+        last = self._answered_at.get(sender)
+        if sender in self._answering or (last is not None and now - last < MIN_ANSWER_INTERVAL_S):
+            return "request_rate"
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        if len(self._answering) >= MAX_CONCURRENT_ANSWERS or len(self._recent) >= (
+            MAX_ANSWERS_PER_S
+        ):
+            return "busy"
+        if len(self._answered_at) >= 1024:
+            self._answered_at = {
+                k: t for k, t in self._answered_at.items() if now - t < MIN_ANSWER_INTERVAL_S
+            }
+        self._answered_at[sender] = now
+        self._recent.append(now)
+        self._answering.add(sender)
+        return None
+
+    def done(self, sender: str) -> None:
+        """The answer to ``sender`` was sent (or failed)."""
+        self._answering.discard(sender)
 
 
 class ModelSharing:
@@ -71,7 +116,7 @@ class ModelSharing:
         self._create_optimizer = create_optimizer
         self._loss = loss
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
-        self._answering: set[str] = set()
+        self._limiter = AnswerLimiter()
         self._tasks = TaskSet(f"namespace {port.name}")
         self._architecture: Architecture | None = None
         self._offers = Pulse()
@@ -91,19 +136,16 @@ class ModelSharing:
 
     def on_request(self, sender: str, request: ModelRequest) -> str | None:
         """Answer a model request in the background; a drop reason when refused."""
-        if sender in self._answering:
-            return "request_rate"
-        if len(self._answering) >= MAX_CONCURRENT_ANSWERS:
-            return "busy"
-        self._answering.add(sender)
-        self._tasks.spawn(self._answer(sender, request), "answer-request")
-        return None
+        refusal = self._limiter.admit(sender, time.monotonic())
+        if refusal is None:
+            self._tasks.spawn(self._answer(sender, request), "answer-request")
+        return refusal
 
     async def _answer(self, sender: str, request: ModelRequest) -> None:
         try:
             await self.port.send(sender, await self._answer_for(request))
         finally:
-            self._answering.discard(sender)
+            self._limiter.done(sender)
 
     async def _answer_for(self, request: ModelRequest) -> ModelOffer | ModelUnavailable:
         if not self.port.mode.sends:

@@ -78,3 +78,33 @@ def test_forgetting_the_centre_resets_the_global_round(
             assert (exchange.global_source, exchange.global_round) == (None, -1)
 
     arun(main)
+
+
+def test_model_requests_are_answered_at_most_every_half_second_per_requester() -> None:
+    """Answers are rate-limited per requester (a forged requester address cannot turn a
+    stream of small requests into a stream of model offers at a victim) and in total."""
+    from scatterbrained.learning.model_sharing import (
+        MAX_ANSWERS_PER_S,
+        MAX_CONCURRENT_ANSWERS,
+        MIN_ANSWER_INTERVAL_S,
+        AnswerLimiter,
+    )
+
+    limiter = AnswerLimiter()
+    first = limiter.admit("r", 100.0)
+    while_answering = limiter.admit("r", 100.0 + MIN_ANSWER_INTERVAL_S)
+    limiter.done("r")
+    too_soon = limiter.admit("r", 100.0 + MIN_ANSWER_INTERVAL_S / 2)
+    later = limiter.admit("r", 100.0 + MIN_ANSWER_INTERVAL_S)
+    limiter.done("r")
+    crowd = []
+    for i in range(MAX_ANSWERS_PER_S):
+        crowd.append(limiter.admit(f"q{i}", 100.6))
+        limiter.done(f"q{i}")
+    concurrent = AnswerLimiter()
+    at_once = [concurrent.admit(f"c{i}", 0.0) for i in range(MAX_CONCURRENT_ANSWERS + 1)]
+
+    assert (first, while_answering, too_soon, later) == (None, "request_rate", "request_rate", None)
+    assert crowd.count("busy") == 2  # the two answers to "r" count in the same second
+    assert at_once[-1] == "busy" and at_once.count(None) == MAX_CONCURRENT_ANSWERS
+    assert limiter.admit("q0", 101.7) is None  # a second later there is room again
