@@ -28,6 +28,8 @@ class EpochRecord:
         peers: number of peers present at the end of the epoch.
         wall_s: seconds the epoch took (training + federation).
         mode_switches: mode changes during the epoch, as ``"old->new (reason)"`` strings.
+        epsilon: with a ``privacy`` mechanism, the epsilon spent so far (at its delta), from
+            the ``dp-accounting`` RDP accountant; ``None`` without one.
     """
 
     epoch: int
@@ -43,6 +45,7 @@ class EpochRecord:
     peers: int
     wall_s: float
     mode_switches: tuple[str, ...] = ()
+    epsilon: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""

@@ -1,13 +1,16 @@
 """Privacy helpers: clipping plus Gaussian noise on what a node sends, and the pairing rule.
 
-:class:`ClipAndNoise` is the Gaussian mechanism of DP-SGD/DP-FedAvg applied to a model
-update; it bounds each release's sensitivity but does no privacy accounting (epsilon).
+:class:`ClipAndNoise` is the Gaussian mechanism of DP-FedAvg applied to a model update (the
+whole local dataset is the unit protected: node-level DP). Every release (each privatized
+model sent) is accounted with the RDP accountant of Google's ``dp-accounting`` library
+(:func:`gaussian_epsilon`); the learner records epsilon per epoch in the history.
 :class:`PairingRule` is the paper's rule: never send to and receive from the same partner in
 the same epoch.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping
 
@@ -16,7 +19,7 @@ import numpy as np
 from ..errors import ConfigurationError
 from .topology import Neighbours
 
-__all__ = ["ClipAndNoise", "PairingRule"]
+__all__ = ["ClipAndNoise", "PairingRule", "gaussian_epsilon"]
 
 
 def _is_float(array: np.ndarray) -> bool:
@@ -33,13 +36,20 @@ class ClipAndNoise:
         noise_multiplier: noise standard deviation as a multiple of ``clip_norm`` (>= 0).
         seed: seed of the noise generator (``None``: fresh OS entropy). Each call draws new
             noise from the same generator.
+        delta: the delta at which epsilon is reported (0 < delta < 1; ``1e-5`` by default,
+            below one over the number of nodes of any federation this library runs).
 
     Raises:
-        ConfigurationError: ``clip_norm <= 0`` or ``noise_multiplier < 0``.
+        ConfigurationError: ``clip_norm <= 0``, ``noise_multiplier < 0`` or ``delta`` out of
+            range.
     """
 
     def __init__(
-        self, clip_norm: float, noise_multiplier: float = 0.0, seed: int | None = None
+        self,
+        clip_norm: float,
+        noise_multiplier: float = 0.0,
+        seed: int | None = None,
+        delta: float = 1e-5,
     ) -> None:
         if not clip_norm > 0:
             raise ConfigurationError(f"ClipAndNoise clip_norm must be > 0, got {clip_norm!r}")
@@ -47,9 +57,19 @@ class ClipAndNoise:
             raise ConfigurationError(
                 f"ClipAndNoise noise_multiplier must be >= 0, got {noise_multiplier!r}"
             )
+        if not 0 < delta < 1:
+            raise ConfigurationError(f"ClipAndNoise delta must be in (0, 1), got {delta!r}")
         self.clip_norm = float(clip_norm)
         self.noise_multiplier = float(noise_multiplier)
+        self.delta = float(delta)
         self._rng = np.random.default_rng(seed)
+
+    def epsilon(self, releases: int) -> float:
+        """Epsilon (at :attr:`delta`) spent by ``releases`` privatized models sent.
+
+        ``math.inf`` without noise, ``0.0`` before the first release.
+        """
+        return gaussian_epsilon(self.noise_multiplier, releases, self.delta)
 
     def apply(
         self, arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
@@ -96,7 +116,50 @@ class ClipAndNoise:
         return result
 
     def __repr__(self) -> str:
-        return f"ClipAndNoise(clip_norm={self.clip_norm}, noise_multiplier={self.noise_multiplier})"
+        return (
+            f"ClipAndNoise(clip_norm={self.clip_norm}, "
+            f"noise_multiplier={self.noise_multiplier}, delta={self.delta})"
+        )
+
+
+def gaussian_epsilon(
+    noise_multiplier: float, releases: int, delta: float, sampling_rate: float = 1.0
+) -> float:
+    """Epsilon of ``releases`` compositions of the (Poisson-subsampled) Gaussian mechanism.
+
+    Computed by the RDP accountant of Google's ``dp-accounting`` library (not by hand).
+
+    Args:
+        noise_multiplier: noise standard deviation over the clipping norm (>= 0).
+        releases: how many times the mechanism ran (>= 0).
+        delta: the target delta, 0 < delta < 1.
+        sampling_rate: the probability that a unit takes part in one release (1: always).
+
+    Returns:
+        Epsilon; ``0.0`` for no release, ``math.inf`` without noise.
+
+    Raises:
+        ConfigurationError: an argument is out of range.
+    """
+    if releases < 0 or not 0 < delta < 1 or not 0 < sampling_rate <= 1 or noise_multiplier < 0:
+        raise ConfigurationError(
+            "gaussian_epsilon needs releases >= 0, 0 < delta < 1, 0 < sampling_rate <= 1 and "
+            f"noise_multiplier >= 0; got {releases!r}, {delta!r}, {sampling_rate!r}, "
+            f"{noise_multiplier!r}"
+        )
+    if releases == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if sampling_rate < 1:
+        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, releases))
+    return float(accountant.get_epsilon(delta))
 
 
 class PairingRule:

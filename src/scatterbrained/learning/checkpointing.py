@@ -37,12 +37,14 @@ class Restored:
         round: the synchronous round counter.
         mode: the operating mode when it was saved.
         history: the epoch records.
+        releases: privatized models sent before (the privacy spent goes on from there).
     """
 
     epochs_done: int
     round: int
     mode: OperatingMode
     history: list[EpochRecord]
+    releases: int = 0
 
 
 def checkpoint_path(options: LearningOptions, port: FederationPort) -> Path | None:
@@ -125,7 +127,13 @@ async def restore_state(path: str | Path, state: ModelState) -> Restored:
     state.samples_seen = parsed["samples_seen"]
     state.local_samples = parsed["local_samples"]
     state.commit("restore", version=parsed["version"])
-    return Restored(parsed["epochs_done"], parsed["round"], parsed["mode"], parsed["history"])
+    return Restored(
+        parsed["epochs_done"],
+        parsed["round"],
+        parsed["mode"],
+        parsed["history"],
+        parsed["releases"],
+    )
 
 
 def _parse_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
@@ -137,6 +145,7 @@ def _parse_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
             "round": _count(meta.get("round", meta["version"])),
             "samples_seen": _count(meta["samples_seen"]),
             "local_samples": _count(meta.get("local_samples", 0)),
+            "releases": _count(meta.get("releases", 0)),
             "mode": OperatingMode.parse(meta["mode"]),
             "history": [_record_from_dict(r) for r in meta.get("history", [])],
         }

@@ -78,6 +78,8 @@ class Exchange:
         self.pushed: dict[str, int] = {}
         #: What this node sent as a SEEDING centre.
         self.seeds = SeedLedger()
+        #: Privatized models made so far (each a release of the privacy mechanism).
+        self.releases = 0
 
     # ------------------------------------------------------------------ who
 
@@ -186,6 +188,7 @@ class Exchange:
         if privacy is None:
             return local
         reference = self.reference if self.reference is not None else local
+        self.releases += 1  # every privatized model sent spends privacy
         return dict(privacy.apply(local, reference))
 
     async def push(self, targets: list[str], arrays: Arrays, round_: int) -> list[str]:

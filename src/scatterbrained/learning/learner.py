@@ -213,11 +213,17 @@ class Learner:
             peers=self.port.peer_count(),
             wall_s=time.monotonic() - start,
             mode_switches=tuple(switches),
+            epsilon=self._epsilon(),
         )
         self.port.emit(EpochDone(self.port.node_id, self.port.name, record))
         path = checkpointing.checkpoint_path(self.options, self.port)
         if path is not None:
             await self.checkpoint(path)
+
+    def _epsilon(self) -> float | None:
+        """Privacy spent so far by the namespace's ``privacy`` mechanism, if it accounts."""
+        accounting = getattr(self.options.privacy, "epsilon", None)
+        return float(accounting(self.exchange.releases)) if callable(accounting) else None
 
     def port_bytes(self) -> tuple[int, int]:
         """Bytes (sent, received) in the namespace so far (0, 0 if the port does not count)."""
@@ -316,6 +322,7 @@ class Learner:
             "round": self.exchange.round,
             "mode": self.port.mode.value,
             "history": self.port.history.to_dicts(),
+            "releases": self.exchange.releases,
         }
         return await checkpointing.save_state(path, self.state, meta)
 
@@ -331,6 +338,7 @@ class Learner:
         self.port.history.records[:] = restored.history
         self.epochs_done = restored.epochs_done
         self.exchange.round = max(self.exchange.round, restored.round)
+        self.exchange.releases = max(self.exchange.releases, restored.releases)
         self.port.set_mode(restored.mode, "restored from checkpoint")
 
     # ------------------------------------------------------------------ inbound

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scatterbrained.errors import ConfigurationError
-from scatterbrained.federation.privacy import ClipAndNoise, PairingRule
+from scatterbrained.federation.privacy import ClipAndNoise, PairingRule, gaussian_epsilon
 from scatterbrained.federation.topology import FullyConnected, Graph, RandomRegular, Ring
 
 Arrays = dict[str, Any]
@@ -137,3 +137,42 @@ def test_pairing_spreads_sending_across_nodes() -> None:
     ]
     assert min(out_sizes) > 0 and max(out_sizes) < len(members) - 1
     assert sum(out_sizes) == 16 * 15 // 2
+
+
+@pytest.mark.parametrize(
+    ("sigma", "sampling", "steps"), [(1.1, 1.0, 10), (1.1, 0.01, 1000), (4.0, 1.0, 200)]
+)
+def test_epsilon_is_the_accountant_librarys_own_figure(
+    sigma: float, sampling: float, steps: int
+) -> None:
+    import math
+
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event: Any = dp_accounting.GaussianDpEvent(sigma)
+    if sampling < 1:
+        event = dp_accounting.PoissonSampledDpEvent(sampling, event)
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+
+    epsilon = gaussian_epsilon(sigma, steps, 1e-5, sampling)
+
+    assert epsilon == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+    if sampling == 1.0:  # never above the classic RDP-to-(eps, delta) bound
+        classic = min(
+            steps * a / (2 * sigma**2) + math.log(1 / 1e-5) / (a - 1) for a in range(2, 256)
+        )
+        assert 0 < epsilon <= classic
+
+
+def test_epsilon_edges_and_errors() -> None:
+    mechanism = ClipAndNoise(1.0, 0.0)
+
+    assert mechanism.epsilon(0) == 0.0
+    assert mechanism.epsilon(3) == float("inf")  # no noise: no privacy
+    assert ClipAndNoise(1.0, 1.0).epsilon(2) < ClipAndNoise(1.0, 1.0).epsilon(3)
+    with pytest.raises(ConfigurationError, match="delta"):
+        ClipAndNoise(1.0, 1.0, delta=0.0)
+    with pytest.raises(ConfigurationError, match="releases >= 0"):
+        gaussian_epsilon(1.0, -1, 1e-5)

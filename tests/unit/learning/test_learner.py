@@ -660,3 +660,41 @@ def test_weights_holding_nan_are_never_merged_and_are_counted(
             assert weights(good.model).keys() == before.keys()
 
     arun(main)
+
+
+def test_privacy_spent_is_recorded_per_epoch_and_survives_a_restore(
+    arun: Any, cluster_factory: Any, mlp: Any, digit_loader: Any, tmp_path: Any
+) -> None:
+    """With ``privacy=ClipAndNoise(...)`` each epoch's record carries the epsilon spent so far
+    (the accountant library's figure for the models sent), and a restored checkpoint goes on
+    counting from there instead of starting over."""
+    from scatterbrained.federation.privacy import ClipAndNoise, gaussian_epsilon
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            a_node, b_node = await cluster.start("a", "b")
+            privacy = ClipAndNoise(clip_norm=1.0, noise_multiplier=1.1)
+            a = a_node.namespace("X", mlp(0), privacy=privacy, round_timeout=3.0)
+            b = b_node.namespace("X", mlp(1), round_timeout=3.0)
+            await a.open()
+            await b.open()
+            await a.wait_for_peers(["b"], timeout=3)
+            await b.wait_for_peers(["a"], timeout=3)
+
+            history, plain = await asyncio.gather(
+                a.train(3, digit_loader(0, 2, 64)), b.train(1, digit_loader(1, 2, 64))
+            )
+            releases = a.learner.exchange.releases
+            path = await a.checkpoint(tmp_path / "a.npz")
+            fresh = a_node.namespace("Y", mlp(0), privacy=ClipAndNoise(1.0, 1.1))
+            await fresh.open()
+            await fresh.restore(path)
+
+            epsilons = [r.epsilon for r in history]
+            assert releases >= 3
+            assert epsilons == sorted(epsilons) and epsilons[0] is not None and epsilons[0] > 0
+            assert epsilons[-1] == pytest.approx(gaussian_epsilon(1.1, releases, 1e-5))
+            assert fresh.learner.exchange.releases == releases
+            assert plain[0].epsilon is None  # no mechanism, nothing accounted
+
+    arun(main, timeout=30)
