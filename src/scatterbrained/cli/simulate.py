@@ -83,8 +83,8 @@ def _apply_overrides(config: SimConfig, overrides: Mapping[str, Any]) -> SimConf
         return config
     data = {**config.to_json(), **changes}
     nodes, epochs = int(data["nodes"]), int(data["epochs"])
-    data["modes"] = {k: v for k, v in data["modes"].items() if k.isdigit() and int(k) < nodes}
-    data["policies"] = {k: v for k, v in data["policies"].items() if k.isdigit() and int(k) < nodes}
+    for table in ("modes", "policies", "attacks"):
+        data[table] = {k: v for k, v in data[table].items() if k.isdigit() and int(k) < nodes}
     data["faults"] = [
         {**fault, "epoch": min(int(fault["epoch"]), epochs)}
         for fault in data["faults"]

@@ -67,6 +67,8 @@ class SimConfig:
         mode: initial mode of every node.
         modes: per-node initial modes, ``{"3": "seeding"}``.
         policies: per-node policies, ``{"0": "leech-until:samples=500"}``.
+        attacks: per-node Byzantine attacks, ``{"3": "sign-flip:scale=10"}`` (see
+            :mod:`scatterbrained.federation.attacks`; memory and zmq backends).
         faults: scheduled faults.
         churn_rate: probability per node and epoch of a random kill (restarted 2 epochs later).
         drop_rate: fraction of messages dropped (memory backend).
@@ -100,6 +102,7 @@ class SimConfig:
     mode: str = "peer"
     modes: Mapping[str, str] = field(default_factory=dict)
     policies: Mapping[str, str] = field(default_factory=dict)
+    attacks: Mapping[str, str] = field(default_factory=dict)
     faults: tuple[FaultEvent, ...] = ()
     churn_rate: float = 0.0
     drop_rate: float = 0.0
@@ -129,6 +132,7 @@ class SimConfig:
         data["faults"] = [dataclasses.asdict(f) for f in self.faults]
         data["modes"] = dict(self.modes)
         data["policies"] = dict(self.policies)
+        data["attacks"] = dict(self.attacks)
         return data
 
     @classmethod
@@ -154,7 +158,7 @@ class SimConfig:
             'write faults = [{epoch = 5, node = 3, action = "kill"}]',
         )
         values["faults"] = tuple(_fault(f) for f in faults)
-        for table in ("modes", "policies"):
+        for table in ("modes", "policies", "attacks"):
             if table in values:
                 _check(
                     isinstance(values[table], Mapping),
@@ -247,7 +251,7 @@ def _check_faults(config: SimConfig) -> None:
 
 
 def _check_node_tables(config: SimConfig) -> None:
-    for table in ("modes", "policies"):
+    for table in ("modes", "policies", "attacks"):
         for key in getattr(config, table):
             _check(
                 str(key).isdigit() and int(key) < config.nodes,
@@ -281,6 +285,22 @@ def _check_specs(config: SimConfig) -> None:
             policy_from_spec(spec)
         except ConfigurationError as exc:
             raise ConfigurationError(f'policies."{key}": {exc}') from None
+    _check_attacks(config)
+
+
+def _check_attacks(config: SimConfig) -> None:
+    from ..federation.attacks import attack_from_spec
+
+    for key, spec in config.attacks.items():
+        try:
+            attack_from_spec(spec)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f'attacks."{key}": {exc}') from None
+    _check(
+        not config.attacks or config.backend in ("memory", "zmq"),
+        f"attacks need the memory or zmq backend, not {config.backend!r}",
+        'set backend = "memory" (or "zmq")',
+    )
 
 
 def _check_mode(where: str, mode: str) -> None:

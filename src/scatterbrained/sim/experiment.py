@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..federation.aggregation import aggregator_from_spec
+from ..federation.attacks import Attack, attack_from_spec
 from ..federation.policies import policy_from_spec
 from ..federation.topology import Topology, topology_from_spec
 from .config import SimConfig
@@ -79,12 +80,22 @@ class Experiment:
         """All node ids."""
         return [node_id(i) for i in range(self.config.nodes)]
 
+    def attack_of(self, index: int) -> Attack | None:
+        """Node ``index``'s attack model (a fresh one), or ``None`` for an honest node."""
+        spec = self.config.attacks.get(str(index))
+        return attack_from_spec(spec) if spec is not None else None
+
     def train_loader(self, index: int) -> ArrayLoader:
-        """Node ``index``'s training batches (shuffled, seeded per node)."""
+        """Node ``index``'s training batches (shuffled, seeded per node; a ``label-flip``
+        attacker's labels are ``C - 1 - y``)."""
         idx = self.parts[index]
+        labels = self.dataset.y_train[idx]
+        attack = self.attack_of(index)
+        if attack is not None and attack.flips_labels:
+            labels = self.dataset.num_classes - 1 - labels
         return ArrayLoader(
             self.dataset.x_train[idx],
-            self.dataset.y_train[idx],
+            labels,
             batch_size=self.config.batch_size,
             shuffle=True,
             seed=self.config.seed * 1_000_003 + index,

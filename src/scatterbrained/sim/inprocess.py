@@ -26,6 +26,7 @@ from ..discovery.memory import MemoryDiscovery, MemoryDiscoveryHub
 from ..node import Node
 from ..transport.memory import MemoryNetwork, MemoryTransport
 from ..types import OperatingMode
+from .attacks import AttackingTransport
 from .config import FaultEvent
 from .experiment import NAMESPACE, Experiment, node_id
 
@@ -82,7 +83,11 @@ class SimNode:
         memory = self.exp.config.backend == "memory"
         timeout = MEMORY_PEER_TIMEOUT if memory else SIM_PEER_TIMEOUT
         discovery = MemoryDiscovery(self._hub, interval=0.05, peer_timeout=timeout)
-        self.node = Node(self.id, transport=self._make_transport(), discovery=discovery)
+        transport = self._make_transport()
+        attack = self.exp.attack_of(self.index)
+        if attack is not None:
+            transport = AttackingTransport(transport, attack, NAMESPACE)
+        self.node = Node(self.id, transport=transport, discovery=discovery)
         await self.node.start()
         options = self.exp.namespace_options(self.index)
         if memory:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import SimConfig
-from .experiment import Experiment
+from .experiment import Experiment, node_id
 
 __all__ = ["RunResult", "run_simulation", "summarize"]
 
@@ -118,7 +118,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Build ``summary.json`` from the metric rows.
 
-    ``mean/min/max_accuracy`` are over each node's test accuracy after its last epoch. The
+    ``mean/min/max_accuracy`` are over each node's test accuracy after its last epoch (with
+    ``attacks``, ``honest_mean/min_accuracy`` leave the attackers out). The
     process backend also reports ``final_consensus_accuracy``: the mean accuracy of the
     models the nodes hold when the whole run ends (finished nodes keep merging while slower
     ones train).
@@ -158,6 +159,12 @@ def summarize(
         summary["local_only_mean_accuracy"] = sum(local_only) / len(local_only)
     if consensus:
         summary["final_consensus_accuracy"] = sum(consensus) / len(consensus)
+    if config.attacks:
+        attackers = {node_id(int(i)) for i in config.attacks}
+        honest = [a for node, a in final.items() if node not in attackers]
+        summary["attackers"] = {node_id(int(i)): spec for i, spec in config.attacks.items()}
+        summary["honest_mean_accuracy"] = sum(honest) / len(honest) if honest else None
+        summary["honest_min_accuracy"] = min(honest) if honest else None
     return summary
 
 
