@@ -23,7 +23,7 @@ class RawInbox:
         ConfigurationError: a bound is not positive.
     """
 
-    def __init__(self, max_messages: int = 1024, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, max_messages: int = 1024, max_bytes: int = 16 * 2**20) -> None:
         if max_messages < 1 or max_bytes < 1:
             raise ConfigurationError(
                 f"recv queue bounds must be >= 1, got {max_messages} messages / {max_bytes} B"

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 #: Distinct keyed peers a keyless node warns about (see Membership._hint_keys_needed).
 MAX_HINTS = 64
+#: Discovery candidates greeted per maintenance tick (the others wait for a later tick, so
+#: a flood of forged beacons costs a bounded amount of work; new candidates are greeted at
+#: once when discovery first reports them).
+MAX_GREETINGS_PER_TICK = 32
 
 
 class MembershipHost(Protocol):
@@ -181,10 +185,13 @@ class Membership:
         heartbeat the others, drop the silent ones."""
         node = self.node
         assert node.discovery is not None
+        active = self._active_namespaces()
+        greeted = 0
         for beacon in node.discovery.candidates():
             record = self.peers.get(beacon.node_id)
             if record is None or not record.greeted:
-                self.greet(beacon, now)
+                if greeted < MAX_GREETINGS_PER_TICK and self.greet(beacon, now, active):
+                    greeted += 1
             elif not self.authenticated and beacon.session == record.session:
                 # A beacon is a hint anyone can forge: with keys only authenticated traffic
                 # (heartbeats included) keeps a peer alive; without, only its own session's.
@@ -193,28 +200,40 @@ class Membership:
         for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
 
-    def greet(self, beacon: Beacon, now: float) -> None:
+    def greet(self, beacon: Beacon, now: float, active: set[str] | None = None) -> bool:
         """Say Hello to a node seen in discovery if it shares a namespace with us.
 
         Namespaces this node is OFFLINE in do not count: OFFLINE is silent. At most one
-        greeting per node per heartbeat interval.
+        greeting per address per heartbeat interval, however many ids beacons put there.
+
+        Args:
+            beacon: the candidate's beacon.
+            now: monotonic time (s).
+            active: this node's visible namespaces, when the caller has them already.
+
+        Returns:
+            True when a Hello was posted.
         """
         node = self.node
         if beacon.node_id == node.id:
-            return
-        active = {info.name for info in node.namespace_infos()}
+            return False
+        if active is None:
+            active = self._active_namespaces()
         if not {ad.name for ad in beacon.namespaces} & active:
-            return
+            return False
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
             node.drop("beacon_key", beacon.node_id)
-            return
+            return False
         if beacon.public_key and node.public_key is None:
             self._hint_keys_needed(beacon.node_id)
-        if not self._hello_due(beacon.node_id, now):
-            return
         address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
-        hello = self.hello(want_reply=True)
-        node.post(address, "", hello, server_key=beacon.public_key)
+        if not self._hello_due(address, now):
+            return False
+        node.post(address, "", self.hello(want_reply=True), server_key=beacon.public_key)
+        return True
+
+    def _active_namespaces(self) -> set[str]:
+        return {info.name for info in self.node.namespace_infos()}
 
     def _hint_keys_needed(self, peer_id: str) -> None:
         """Warn once per peer (at most :data:`MAX_HINTS`) that a keyed peer cannot be reached.
@@ -249,7 +268,8 @@ class Membership:
                 node.post(address, "", hello, server_key=key)
 
     def _hello_due(self, peer_id: str, now: float) -> bool:
-        """True (and noted) when ``peer_id`` got no Hello from us for a heartbeat interval.
+        """True (and noted) when ``peer_id`` (an id or an address) got no Hello from us for a
+        heartbeat interval.
 
         The table is bounded: past 4 entries per peer (+1024) it starts over, which at worst
         lets one early Hello through.

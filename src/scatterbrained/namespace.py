@@ -137,7 +137,7 @@ class Namespace:
         loss: the loss function (inferred from the targets when ``None``).
         peer_filter: ``Identity -> bool``; peers for which it is False are ignored.
         recv_queue_size: raw payloads kept for ``recv`` (more are dropped and counted).
-        recv_queue_bytes: bytes of raw payloads kept for ``recv`` (default 64 MiB).
+        recv_queue_bytes: bytes of raw payloads kept for ``recv`` (default 16 MiB).
         **learning: see :class:`~scatterbrained.learning.LearningOptions` (``sync``,
             ``round_timeout``, ``min_peers``, ``share_every``, ``privacy``, ``pairing``,
             ``checkpoint_dir``, ``example_input``, ``factory``, ...).
@@ -160,7 +160,7 @@ class Namespace:
         loss: Any = None,
         peer_filter: PeerFilter | None = None,
         recv_queue_size: int = 1024,
-        recv_queue_bytes: int = 64 * 2**20,
+        recv_queue_bytes: int = 16 * 2**20,
         **learning: Any,
     ) -> None:
         from .federation.aggregation import FedAvg

@@ -81,3 +81,74 @@ def test_a_lost_beacon_back_dates_the_peer_but_leaves_heartbeats_time(
             assert left == pytest.approx(2 * a.heartbeat_interval, abs=1e-6)
 
     arun(main)
+
+
+class _FakeDiscovery:
+    peer_timeout = 5.0
+
+    def __init__(self, beacons: list[Any]) -> None:
+        self._beacons = beacons
+
+    def candidates(self) -> list[Any]:
+        return self._beacons
+
+    def announce(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+class _FakeHost:
+    """A MembershipHost that records what would be posted."""
+
+    id = "me"
+    session = 1
+    heartbeat_interval = 1.0
+    public_key = None
+    peer_timeout = 5.0
+
+    def __init__(self, beacons: list[Any]) -> None:
+        self.discovery = _FakeDiscovery(beacons)
+        self.posted: list[str] = []
+
+    def advertised_address(self) -> tuple[str, int]:
+        return "127.0.0.1", 5000
+
+    def namespace_infos(self) -> tuple[Any, ...]:
+        from scatterbrained.wire.messages import NamespaceInfo
+
+        return (NamespaceInfo("X", "peer", 0, True),)
+
+    def member_changed(self, *_: Any) -> None:
+        return None
+
+    def peer_restarted(self, peer_id: str) -> None:
+        return None
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        return None
+
+    def post(self, address: str, namespace: str, body: Any, *, server_key: str | None) -> Any:
+        self.posted.append(address)
+
+    def forget_address(self, address: str) -> None:
+        return None
+
+
+def test_a_flood_of_forged_beacons_costs_a_bounded_number_of_greetings_per_tick() -> None:
+    from scatterbrained.discovery.base import Beacon, NamespaceAd
+    from scatterbrained.membership import MAX_GREETINGS_PER_TICK, Membership
+    from scatterbrained.peers import PeerTable
+
+    ad = (NamespaceAd("X", "peer"),)
+    same_address = [Beacon(f"ghost-{i}", "127.0.0.1", 9, ad) for i in range(500)]
+    distinct = [Beacon(f"other-{i}", "127.0.0.1", 10000 + i, ad) for i in range(500)]
+    host = _FakeHost(same_address + distinct)
+    membership = Membership(host, PeerTable(), [], None, authenticated=False)  # type: ignore[arg-type]
+
+    membership.tick(100.0)
+    first_tick = list(host.posted)
+    membership.tick(100.5)  # within the heartbeat interval: the same addresses wait
+
+    assert len(first_tick) == MAX_GREETINGS_PER_TICK
+    assert first_tick.count("tcp://127.0.0.1:9") == 1  # one Hello per address, not per id
+    assert len(host.posted) == 2 * MAX_GREETINGS_PER_TICK
+    assert len(set(host.posted)) == len(host.posted)  # the second tick greets others
