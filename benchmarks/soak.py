@@ -45,6 +45,7 @@ import numpy as np
 
 NAMESPACE = f"soak-{uuid.uuid4().hex[:8]}"
 VICTIM = "tcp://127.0.0.1:9"  # nobody listens there: reflected answers go nowhere
+EPOCH_LIMIT_S = 60.0  # one epoch of two nodes takes well under a second: more is a hang
 
 
 # ---------------------------------------------------------------------- honest side
@@ -116,7 +117,13 @@ async def honest_pair(minutes: float | None, epochs: int | None, attack: bool) -
             while (deadline is None or time.monotonic() < deadline) and (
                 epochs is None or done < epochs
             ):
-                await asyncio.gather(*(ns.train(1, loaders[i]) for i, ns in enumerate(nss)))
+                epoch = asyncio.gather(*(ns.train(1, loaders[i]) for i, ns in enumerate(nss)))
+                try:
+                    await asyncio.wait_for(epoch, EPOCH_LIMIT_S)
+                except asyncio.TimeoutError:
+                    for task in asyncio.all_tasks():
+                        task.print_stack(file=sys.stderr)
+                    raise
                 done += 1
                 rss_max = max(rss_max, rss_mib())
                 if time.monotonic() >= next_sample:

@@ -70,6 +70,18 @@ class NamespaceHost(Protocol):
         """Send a body to a peer; bytes sent, 0 when not delivered (never raises)."""
         ...
 
+    def post(
+        self,
+        address: str,
+        namespace: str,
+        body: Any,
+        *,
+        server_key: str | None,
+        timeout: float | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue a body for an address now (in order); the future gives the bytes sent."""
+        ...
+
     def register_namespace(self, ns: Namespace) -> None:
         """Route this namespace's messages to it and announce it."""
         ...
@@ -548,14 +560,28 @@ class Namespace:
 
     # ------------------------------------------------------------------ raw payloads
 
-    async def send(self, peer: str, body: Any) -> bool:
-        """Send a message body to member ``peer`` (the learning code's way out; never raises)."""
+    def post(self, peer: str, body: Any) -> asyncio.Future[bool] | None:
+        """Queue a message body for member ``peer`` now; the future says whether the
+        transport took it (``None`` when ``peer`` is not a member). Never raises."""
         record = self.node.peer(peer) if peer in self._members else None
         if record is None:
-            return False
-        sent = await self.node.send_to_peer(record, self.name, body)
-        self.bytes_sent += sent
-        return sent > 0
+            return None
+        posted = self.node.post(record.address, self.name, body, server_key=record.public_key)
+        result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(future: asyncio.Future[int]) -> None:
+            sent = 0 if future.cancelled() else future.result()
+            self.bytes_sent += sent
+            if not result.done():
+                result.set_result(sent > 0)
+
+        posted.add_done_callback(done)
+        return result
+
+    async def send(self, peer: str, body: Any) -> bool:
+        """Send a message body to member ``peer`` (the learning code's way out; never raises)."""
+        posted = self.post(peer, body)
+        return posted is not None and await posted
 
     async def send_to(self, peer: Identity | str, *payload: bytes) -> bool:
         """Send raw frames to one peer of this namespace.

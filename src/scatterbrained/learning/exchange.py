@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
 
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: The round number a centre waits for: any update at all (clients count their own rounds).
 ANY_ROUND = -(2**62)
+#: Seconds a push waits for the transport to take an update for every target (a healthy
+#: peer takes it in milliseconds; a silent one is left to its own queue).
+PUSH_WAIT_S = 0.1
 
 
 class Exchange:
@@ -191,17 +195,32 @@ class Exchange:
         self.releases += 1  # every privatized model sent spends privacy
         return dict(privacy.apply(local, reference))
 
-    async def push(self, targets: list[str], arrays: Arrays, round_: int) -> list[str]:
+    async def push(
+        self,
+        targets: list[str],
+        arrays: Arrays,
+        round_: int,
+        on_delivered: Callable[[str], None] | None = None,
+    ) -> list[str]:
         """Send ``arrays`` as this node's update for ``round_`` to every target.
 
-        Sends to all targets concurrently, each bounded by the transport's send timeout.
-        A target that announced no model yet is skipped (it would drop the weights); it is
-        pushed to once it announces one (serving pushes what a target has not had).
+        Posts to every target at once (in order per peer) and waits at most
+        :data:`PUSH_WAIT_S` for the transport to take them: a slow or silent peer delays
+        only its own queue, never the exchange. A target that announced no model yet is
+        skipped (it would drop the weights); it is pushed to once it announces one. A target
+        counts as pushed this version from the post on (so serving does not post it twice),
+        and again as not pushed if the transport gives up on it.
+
+        Args:
+            targets: the members to send to.
+            arrays: the weights.
+            round_: the round number (-1 in gossip).
+            on_delivered: called with each peer the transport took the update for, when it
+                does (also after this call returned).
 
         Returns:
-            The targets the transport accepted it for (queued to their connection).
+            The targets the transport took it for within the wait.
         """
-        targets = [p for p in targets if self.port.peer_has_model(p)]
         update = ModelUpdate(
             version=self.state.version,
             samples=max(self.state.local_samples, 0),
@@ -209,11 +228,30 @@ class Exchange:
             arrays=arrays,
             round=round_,
         )
-        sent = await asyncio.gather(*(self.port.send(p, update) for p in targets))
-        delivered = [p for p, ok in zip(targets, sent, strict=True) if ok]
-        for peer in delivered:
+        posted: dict[str, asyncio.Future[bool]] = {}
+        for peer in targets:
+            future = self.port.post(peer, update) if self.port.peer_has_model(peer) else None
+            if future is None:
+                continue
+            posted[peer] = future
             self.pushed[peer] = update.version
-        return delivered
+            future.add_done_callback(partial(self._settled, peer, update.version, on_delivered))
+        if posted:
+            await asyncio.wait(posted.values(), timeout=PUSH_WAIT_S)
+        return [p for p, f in posted.items() if f.done() and not f.cancelled() and f.result()]
+
+    def _settled(
+        self,
+        peer: str,
+        version: int,
+        on_delivered: Callable[[str], None] | None,
+        future: asyncio.Future[bool],
+    ) -> None:
+        if not future.cancelled() and future.result():
+            if on_delivered is not None:
+                on_delivered(peer)
+        elif self.pushed.get(peer) == version:
+            del self.pushed[peer]  # not taken: the next serving pass tries again
 
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
         """Wait until every present source has an update for ``round_`` (at most ``timeout`` s)."""

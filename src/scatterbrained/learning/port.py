@@ -7,6 +7,7 @@ Tests can hand the learning code a fake port.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +74,14 @@ class FederationPort(Protocol):
 
     def peer_count(self) -> int:
         """How many members the namespace has now."""
+        ...
+
+    def post(self, peer: str, body: Any) -> asyncio.Future[bool] | None:
+        """Queue a body for member ``peer`` now, in order; ``None`` when it is not a member.
+
+        The future says whether the transport took it; a caller that must not be held up by
+        a slow peer waits for it only as long as it wants (never raises).
+        """
         ...
 
     async def send(self, peer: str, body: Any) -> bool:

@@ -37,7 +37,10 @@ async def seed_as_center(exchange: Exchange, ledger: SeedLedger) -> None:
     if not receivers:
         return
     exchange.global_round = ledger.round_for(version, exchange.global_round)
-    delivered = await exchange.push(receivers, published, exchange.global_round)
-    for peer in delivered:
-        ledger.delivered(peer, version, now)
-    logger.debug("namespace %s: seeded v%d to %s", exchange.port.name, version, delivered)
+    await exchange.push(
+        receivers,
+        published,
+        exchange.global_round,
+        on_delivered=lambda peer: ledger.delivered(peer, version, now),
+    )
+    logger.debug("namespace %s: seeding v%d to %s", exchange.port.name, version, receivers)
