@@ -10,7 +10,7 @@ endpoint to another on 127.0.0.1 in two ways, alternating, in the same process:
 
 * ``api``: two :class:`scatterbrained.Node` objects (real ZeroMQ, ``discovery_scope="off"``
   with a bootstrap address) share a namespace; the sender's namespace pushes a
-  :class:`~scatterbrained.wire.messages.ModelUpdate` (``ns._send``, the path ``Exchange.push``
+  :class:`~scatterbrained.wire.messages.ModelUpdate` (``ns.send``, the path ``Exchange.push``
   uses), the receiving node decodes it with its default limits (every frame, dtype, shape
   and length validated; values are scanned for NaN/inf later, right before a merge) and
   delivers it to its namespace, whose ``learner.on_update`` is replaced by a stub that checks
@@ -53,7 +53,6 @@ import numpy as np
 import zmq
 
 import scatterbrained as sb
-from scatterbrained.peers import PeerRecord
 from scatterbrained.wire.codec import Limits, decode, encode
 from scatterbrained.wire.limits import Specs, check_specs, specs_of
 from scatterbrained.wire.messages import Message, ModelUpdate
@@ -167,12 +166,12 @@ class ApiPair:
         self._arrived: asyncio.Event = asyncio.Event()
         self._arrived_at = 0.0
         self.rejected: list[str] = []
-        # The namespace calls learner.on_update(record, update, now) for every decoded,
-        # accepted ModelUpdate; this stub validates it against the expected specs instead of
+        # The namespace calls learner.on_update(sender, announced_mode, update) for every
+        # decoded ModelUpdate; this stub validates it against the expected specs instead of
         # storing it for merging.
         setattr(receiver_ns.learner, "on_update", self._on_update)  # noqa: B010
 
-    def _on_update(self, record: PeerRecord, update: ModelUpdate, now: float) -> str | None:
+    def _on_update(self, sender: str, announced: Any, update: ModelUpdate) -> str | None:
         try:
             check_specs(update.arrays, self.expected)
         except sb.WireError as exc:
@@ -194,7 +193,7 @@ class ApiPair:
         self._arrived = asyncio.Event()
         update = ModelUpdate(version=version, samples=1, mode="peer", arrays=arrays)
         start = time.perf_counter()
-        if not await self.sender_ns._send(record, update):
+        if not await self.sender_ns.send(record.id, update):
             raise RuntimeError("the library dropped the update at send time")
         try:
             await asyncio.wait_for(self._arrived.wait(), RECEIVE_TIMEOUT_S)
