@@ -1,4 +1,8 @@
-"""ZeroMQ transport: one ROUTER socket in, one DEALER socket per peer out, optional CurveZMQ.
+"""ZeroMQ transport: one ROUTER socket in, a capped pool of DEALERs out, optional CurveZMQ.
+
+Outgoing connections are opened lazily, one per peer address sent to, at most
+``max_connections`` at once (the least recently used is closed past it), so no number of
+peers or forged candidates exhausts libzmq's sockets, and opening one never raises.
 
 Every transport owns its own ``zmq.asyncio.Context`` (terminated on close), so the ZAP
 authentication endpoint, which libzmq keeps per context, belongs to this transport alone.
