@@ -36,7 +36,7 @@ AGGREGATORS = (
     "median",
     "trimmed-mean:trim=0.2",
     "krum:f=3",
-    "centered-clipping:tau=1,iterations=3",
+    "centered-clipping:f=3",
 )
 ATTACKS = (
     "sign-flip:scale=10",

@@ -1,8 +1,9 @@
 """The peer protocol of a node: who is there, how to reach them, which namespaces they are in.
 
 Discovery beacons are only hints. A node becomes a peer by a Hello over the transport
-(authenticated with keys), stays one while it shows signs of life (beacons, messages, Hello
-replies to heartbeats), and leaves on Bye or after ``peer_timeout`` seconds of silence.
+(authenticated with keys) that echoes the challenge this node sent to the address it claims
+(:mod:`scatterbrained.challenge`), stays one while it shows signs of life (beacons, messages,
+Hello replies to heartbeats), and leaves on Bye or after ``peer_timeout`` seconds of silence.
 :class:`Membership` implements that for one :class:`~scatterbrained.node.Node`: greeting
 discovered nodes, heartbeats, the Hello handshake, Bye, expiry, and the sender-identity check.
 """
@@ -14,6 +15,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+from .challenge import AddressChallenge, ReplyBudget
 from .discovery.base import Beacon, Discovery, NamespaceAd
 from .errors import ConfigurationError
 from .peers import PeerRecord, PeerTable, ReplayGuard, split_address
@@ -119,17 +121,27 @@ class Membership:
         self.replay = ReplayGuard()
         self._hello_sent: dict[str, float] = {}
         self._hinted: set[str] = set()  # keyed peers told about in _hint_keys_needed
+        self.challenges = AddressChallenge()
+        self._unverified_replies = ReplyBudget()
 
     # ------------------------------------------------------------------ what we announce
 
-    def hello(self, want_reply: bool) -> Hello:
-        """This node's Hello (address, namespaces and modes, public key)."""
+    def hello(self, want_reply: bool, to: str = "", record: PeerRecord | None = None) -> Hello:
+        """This node's Hello (address, namespaces and modes, public key).
+
+        Args:
+            want_reply: ask for a Hello back.
+            to: the address it is sent to (its challenge is made for that address).
+            record: the recipient's record, whose last challenge the Hello echoes.
+        """
         host, port = self.node.advertised_address()
         return Hello(
             address=f"tcp://{host}:{port}",
             namespaces=self.node.namespace_infos(),
             public_key=self.node.public_key,
             want_reply=want_reply,
+            challenge=self.challenges.cookie(to) if to else 0,
+            echo=record.challenge_in if record is not None else 0,
         )
 
     def announce(self) -> None:
@@ -155,10 +167,9 @@ class Membership:
     def tell_peers(self) -> None:
         """Announce, and send a Hello to every greeted peer (namespaces or modes changed)."""
         self.announce()
-        hello = self.hello(want_reply=False)
         for record in self.peers.records():
             if record.greeted:
-                self._send(record, hello)
+                self._send(record, self.hello(False, record.address, record))
 
     def _send(self, record: PeerRecord, body: Any) -> None:
         self.node.post(record.address, "", body, server_key=record.public_key)
@@ -229,7 +240,8 @@ class Membership:
         address = f"tcp://{beacon.host or '127.0.0.1'}:{beacon.port}"
         if not self._hello_due(address, now):
             return False
-        node.post(address, "", self.hello(want_reply=True), server_key=beacon.public_key)
+        hello = self.hello(True, address, self.peers.get(beacon.node_id))
+        node.post(address, "", hello, server_key=beacon.public_key)
         return True
 
     def _active_namespaces(self) -> set[str]:
@@ -252,20 +264,26 @@ class Membership:
         )
 
     def _heartbeat(self, now: float) -> None:
-        """Hello to peers discovery does not refresh, and to bootstrap addresses."""
+        """Hello to peers discovery does not refresh, a challenge to (a bounded number of)
+        peers not verified yet, and a Hello to bootstrap addresses."""
         node = self.node
-        hello = self.hello(want_reply=True)
-        if not hello.namespaces:
+        if not node.namespace_infos():
             return
+        probes = 0
         for record in self.peers.records():
-            if now - record.last_seen > node.heartbeat_interval and self._hello_due(record.id, now):
-                self._send(record, hello)
+            if record.greeted:
+                silent = now - record.last_seen > node.heartbeat_interval
+                if silent and self._hello_due(record.id, now):
+                    self._send(record, self.hello(True, record.address, record))
+            elif probes < MAX_GREETINGS_PER_TICK and self._hello_due(record.address, now):
+                probes += 1  # claimed an address by Hello: it must answer there to count
+                self._send(record, self.hello(True, record.address, record))
         if not self.bootstrap:  # the address set costs O(peers) per tick: skip it if unused
             return
-        known = {r.address for r in self.peers.records()}
+        known = {r.address for r in self.peers.records() if r.greeted}
         for address, key in self.bootstrap:
             if address not in known:
-                node.post(address, "", hello, server_key=key)
+                node.post(address, "", self.hello(True, address), server_key=key)
 
     def _hello_due(self, peer_id: str, now: float) -> bool:
         """True (and noted) when ``peer_id`` (an id or an address) got no Hello from us for a
@@ -389,9 +407,23 @@ class Membership:
             self.peers.bind_key(envelope.peer_key, message.sender)
             record.public_key = envelope.peer_key
         changed = self.peers.apply_hello(record, hello, message.session)
-        node.member_changed(record, changed | set(record.namespaces))
+        if not record.greeted and self.challenges.verifies(hello.echo, record.address):
+            record.greeted = True  # it receives at the address it claims
         if hello.want_reply and node.namespace_infos():
-            self._send(record, self.hello(False))
+            self._reply(record, now)  # before anything a new member triggers, in order
+        node.member_changed(record, changed | set(record.namespaces))
+
+    def _reply(self, record: PeerRecord, now: float) -> None:
+        """Answer a Hello; to an unverified sender within a budget, asking once per
+        heartbeat interval for the Hello that completes the handshake."""
+        if not record.greeted:
+            if not self._unverified_replies.take(now, self.node.heartbeat_interval):
+                self.node.drop("hello_budget", record.id)
+                return
+            want = self._hello_due(f"verify {record.id}", now)
+            self._send(record, self.hello(want, record.address, record))
+            return
+        self._send(record, self.hello(False, record.address, record))
 
     def on_bye(self, message: Message) -> None:
         """The sender left one namespace (``message.namespace``) or the whole network."""

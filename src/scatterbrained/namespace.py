@@ -488,6 +488,8 @@ class Namespace:
         return info is not None and info.has_model
 
     def _is_member(self, record: PeerRecord) -> bool:
+        if not record.greeted:  # not verified at its address yet (see challenge.py)
+            return False
         mode = record.mode_in(self.name)
         if mode is None or mode is OperatingMode.OFFLINE:
             return False

@@ -39,7 +39,10 @@ class PeerRecord:
         session: its current session id.
         namespaces: namespace name -> what it told us (mode, model version), from its Hello.
         last_seen: monotonic time of the last sign of life (seconds).
-        greeted: True once a Hello from it arrived over the transport.
+        greeted: True once it proved it receives at its address: a Hello from it echoed
+            the challenge this node sent there (see :class:`~scatterbrained.wire.Hello`).
+            Only greeted peers are namespace members, get weights, answers or heartbeats.
+        challenge_in: the last challenge it sent us (echoed in our Hellos to it).
     """
 
     id: str
@@ -50,6 +53,7 @@ class PeerRecord:
     namespaces: dict[str, NamespaceInfo] = field(default_factory=dict)
     last_seen: float = 0.0
     greeted: bool = False
+    challenge_in: int = 0
 
     @property
     def address(self) -> str:
@@ -195,8 +199,9 @@ class PeerTable:
                 return None
             record = PeerRecord(peer_id, host, port, last_seen=now)
             self._peers[peer_id] = record
-        elif host:
+        elif host and (host, port) != (record.host, record.port):
             record.host, record.port = host, port
+            record.greeted = False  # a new address must answer a challenge again
         record.last_seen = max(record.last_seen, now)
         return record
 
@@ -206,7 +211,7 @@ class PeerTable:
         record.namespaces = {info.name: info for info in hello.namespaces}
         record.public_key = hello.public_key or record.public_key
         record.session = max(record.session, session)
-        record.greeted = True
+        record.challenge_in = hello.challenge or record.challenge_in
         changed = {n for n in set(before) | set(record.namespaces) if n not in before}
         changed |= {n for n in before if n not in record.namespaces}
         changed |= {

@@ -13,16 +13,16 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import zmq
 import zmq.asyncio
+from hostile_peer import poll
 
 import scatterbrained as sb
-from scatterbrained.wire.codec import Limits, encode
+from scatterbrained.wire.codec import Limits, decode, encode
 from scatterbrained.wire.messages import Hello, Message, Raw
 
 KIB = 1024
@@ -76,10 +76,10 @@ def malformed_plan(rng: random.Random, namespace: str) -> Plan:
 def forged_plan(namespace: str, target: sb.Node, friend: sb.Node, mallory: str) -> Plan:
     """Well-formed messages from the wrong senders (2,700 of them).
 
-    ``mallory`` has said Hello (in no namespace) with session 7 and seq 1.
+    ``mallory`` has joined (in no namespace) with session 7 and seqs 1 and 2.
     """
     plan = Plan()
-    seq = 1
+    seq = 2
     for _ in range(700):  # a greeted sender, a namespace the node is not in
         seq += 1
         plan.add("namespace", raw_message(mallory, f"elsewhere-{namespace}", 7, seq, b"x"))
@@ -98,16 +98,6 @@ def forged_plan(namespace: str, target: sb.Node, friend: sb.Node, mallory: str) 
     for i in range(300):
         plan.add("self", raw_message(target.id, namespace, target.session + 1, i + 1, b"x"))
     return plan
-
-
-async def poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` every 20 ms until it holds (True) or ``timeout`` s pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def send_all(dealer: zmq.asyncio.Socket, messages: list[list[bytes]]) -> None:
@@ -129,11 +119,23 @@ async def tcp_garbage(port: int, rng: random.Random) -> int:
 
 
 async def greet_as_mallory(
-    dealer: zmq.asyncio.Socket, target: sb.Node, mallory: str, sink_address: str
+    dealer: zmq.asyncio.Socket,
+    sink: zmq.asyncio.Socket,
+    target: sb.Node,
+    mallory: str,
+    sink_address: str,
 ) -> None:
-    hello = Hello(address=sink_address, namespaces=(), want_reply=False)
+    """Join as a real process would: Hello, then echo the challenge sent to the sink."""
+    hello = Hello(address=sink_address, namespaces=(), want_reply=True)
     await dealer.send_multipart([bytes(f) for f in encode(Message(mallory, "", 7, 1, hello))])
-    greeted = await poll(lambda: mallory in target.peers, 5.0)
+    challenge = 0
+    while not challenge:
+        body = decode((await asyncio.wait_for(sink.recv_multipart(), 5.0))[1:]).body
+        challenge = body.challenge if isinstance(body, Hello) else 0
+    echo = Hello(address=sink_address, namespaces=(), echo=challenge)
+    await dealer.send_multipart([bytes(f) for f in encode(Message(mallory, "", 7, 2, echo))])
+    record = lambda: target.peers.get(mallory)  # noqa: E731
+    greeted = await poll(lambda: (r := record()) is not None and r.greeted, 5.0)
     assert greeted, "the node never took mallory's Hello"
 
 
@@ -160,13 +162,13 @@ async def attack(seed: int) -> dict[str, Any]:
             sink_address = bytes(sink.getsockopt(zmq.LAST_ENDPOINT)).decode().rstrip("\x00")
             before, in_before = Counter(target.stats.dropped), target.stats.messages_in
 
-            await greet_as_mallory(dealer, target, mallory, sink_address)
+            await greet_as_mallory(dealer, sink, target, mallory, sink_address)
             forged = forged_plan(name, target, friend, mallory)
             malformed = malformed_plan(rng, name)
             started = time.monotonic()
             await send_all(dealer, forged.messages + malformed.messages)
             total = len(forged.messages) + len(malformed.messages)
-            arrived = await poll(lambda: target.stats.messages_in - in_before >= total + 1, 25.0)
+            arrived = await poll(lambda: target.stats.messages_in - in_before >= total + 2, 25.0)
             elapsed = time.monotonic() - started
             dropped = Counter(target.stats.dropped)
             dropped.subtract(before)

@@ -10,27 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 import zmq
 import zmq.asyncio
+from hostile_peer import poll
 
 import scatterbrained as sb
 from scatterbrained.wire.codec import encode
 from scatterbrained.wire.messages import Bye, Hello, Message, NamespaceInfo, Raw
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` every 20 ms until it holds (True) or ``timeout`` s pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def attacker_socket(

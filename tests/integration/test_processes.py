@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hostile_peer import poll
 
 import scatterbrained as sb
 
@@ -133,16 +134,6 @@ def test_sigkilled_process_leaves_the_others_peer_sets_within_the_timeout(
 
 
 # ------------------------------------------------------------------------------ one process
-
-
-async def poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` every 20 ms until it holds (True) or ``timeout`` s pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def _two_nodes_enforce_modes() -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import zmq
 import zmq.asyncio
+from hostile_peer import poll
 
 import scatterbrained as sb
 from scatterbrained.transport.base import Frame
@@ -26,16 +26,6 @@ from scatterbrained.wire.codec import decode, encode
 from scatterbrained.wire.messages import Hello, Message, Raw
 
 INTRUDER_WINDOW_S = 3.0  # how long the keyed node must receive nothing from intruders
-
-
-async def poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` every 20 ms until it holds (True) or ``timeout`` s pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def recv_or_none(ns: sb.Namespace, timeout: float) -> Any:

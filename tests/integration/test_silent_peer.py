@@ -1,7 +1,8 @@
 """A peer that says Hello and never answers must not slow anybody's exchange.
 
-Real nodes on 127.0.0.1 (ZeroMQ + loopback UDP); the silent peers are Hellos from a raw
-socket claiming a model in the namespace, at an address where nobody listens.
+Real nodes on 127.0.0.1 (ZeroMQ + loopback UDP); the silent peers join from raw sockets as
+real peers would (Hello, challenge echoed), claiming a model in the namespace, then close
+their listening socket: whatever is sent to them waits for a connection that never comes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zmq
 import zmq.asyncio
+from hostile_peer import member
 
 import scatterbrained as sb
-from scatterbrained.wire.codec import encode
-from scatterbrained.wire.messages import Hello, Message, NamespaceInfo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,16 +60,10 @@ async def scenario() -> dict[str, Any]:
         await ns_a.wait_for_peers([b.id], timeout=10)
         baseline = await three_epochs(ns_a, ns_b)
         try:
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(a.address)
             silent = [f"silent-{i}" for i in range(3)]
-            for i, peer in enumerate(silent):
-                info = (NamespaceInfo(name, "peer", 1, True),)
-                hello = Hello(f"tcp://127.0.0.1:{9 + i}", info, None, False)
-                await sock.send_multipart(
-                    [bytes(f) for f in encode(Message(peer, "", 1, 1, hello))]
-                )
+            for peer in silent:
+                _, router = await member(context, a.address, peer, name)
+                router.close(linger=0)
             await ns_a.wait_for_peers([b.id, *silent], timeout=10)
             per_epoch = await three_epochs(ns_a, ns_b)
             return {

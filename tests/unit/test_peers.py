@@ -107,7 +107,7 @@ def test_apply_hello_reports_joined_left_and_mode_changes_only() -> None:
     assert joined == {"A", "B"}
     assert same == set()
     assert changed == {"A", "B", "C"}  # A changed mode, B left, C joined
-    assert record.greeted and record.session == 7
+    assert not record.greeted and record.session == 7  # greeted only by an echoed challenge
     assert set(record.namespaces) == {"A", "C"}
 
 

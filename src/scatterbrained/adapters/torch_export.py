@@ -68,6 +68,9 @@ _log = logging.getLogger(__name__)
 MAGIC = b"SBTXP1\n"
 #: Largest payload accepted on load, bytes.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: Most JSON arrays and objects an envelope may hold (a CNN's has ~300; parsing millions of
+#: empty lists would hold the GIL for seconds and cost gigabytes).
+MAX_JSON_CONTAINERS = 200_000
 #: Largest constant tensor carried in the payload, bytes.
 _MAX_CONSTANT_BYTES = 16 * 1024 * 1024
 _CONSTANT_DTYPES = frozenset(
@@ -251,6 +254,12 @@ def _decode_envelope(data: bytes) -> dict[str, Any]:
         raise ModelSyncError(f"architecture payload is {len(data)} bytes (max {MAX_PAYLOAD_BYTES})")
     if not data.startswith(MAGIC):
         raise ModelSyncError("architecture payload is not a scatterbrained torch.export program")
+    containers = data.count(b"[") + data.count(b"{")  # C speed, before any parsing
+    if containers > MAX_JSON_CONTAINERS:
+        raise ModelSyncError(
+            f"architecture payload has {containers} JSON arrays/objects "
+            f"(max {MAX_JSON_CONTAINERS}); refused unparsed"
+        )
     try:
         envelope = json.loads(data[len(MAGIC) :].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -159,7 +159,14 @@ def _control_to_wire(body: Body) -> AnyBodyFields:
         infos = tuple(
             NamespaceFields(i.name, i.mode, _idx(i.version), i.has_model) for i in body.namespaces
         )
-        return HelloFields(body.address, infos, body.public_key, bool(body.want_reply))
+        return HelloFields(
+            body.address,
+            infos,
+            body.public_key,
+            bool(body.want_reply),
+            int(body.challenge),
+            int(body.echo),
+        )
     if isinstance(body, Bye):
         return ByeFields(body.reason)
     if isinstance(body, ModelRequest):
@@ -404,7 +411,9 @@ def _build_body(wire: BodyFields, entries: list[_Entry]) -> Body:
         infos = tuple(
             NamespaceInfo(i.name, i.mode, i.version, i.has_model) for i in wire.namespaces
         )
-        return Hello(wire.address, infos, wire.public_key, wire.want_reply)
+        return Hello(
+            wire.address, infos, wire.public_key, wire.want_reply, wire.challenge, wire.echo
+        )
     if isinstance(wire, ByeFields):
         return Bye(wire.reason)
     if isinstance(wire, ModelRequestFields):

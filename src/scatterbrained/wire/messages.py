@@ -58,12 +58,19 @@ class Hello:
         namespaces: the namespaces the sender is in (OFFLINE ones omitted).
         public_key: the sender's public key (Z85) when keys are configured.
         want_reply: ask the receiver to answer with its own Hello.
+        challenge: a cookie the sender made for the address it sent this Hello to (0: none);
+            the receiver echoes it back in its Hellos.
+        echo: the last challenge the sender received from the receiver (0: none). A peer
+            becomes a member only once it echoed a challenge sent to its claimed address,
+            so a Hello naming somebody else's address makes nobody a member there.
     """
 
     address: str
     namespaces: tuple[NamespaceInfo, ...] = ()
     public_key: str | None = None
     want_reply: bool = False
+    challenge: int = 0
+    echo: int = 0
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,14 @@ class HelloFields(BodyFields, tag=1):
     namespaces: tuple[NamespaceFields, ...]
     public_key: str | None
     want_reply: bool
+    challenge: int = 0
+    echo: int = 0
 
     def check(self) -> None:
         """See :meth:`BodyFields.check`."""
         check_text(self.address, "Hello.address")
+        _check_count(self.challenge, "Hello.challenge")
+        _check_count(self.echo, "Hello.echo")
         check_text(self.public_key, "Hello.public_key")
         if len(self.namespaces) > MAX_NAMESPACES:
             raise WireError(

@@ -153,6 +153,35 @@ def test_centered_clipping_matches_reference(tau: float, iterations: int) -> Non
         np.testing.assert_allclose(result[name], expected[name], rtol=1e-5, atol=1e-6)
 
 
+def test_adaptive_clipping_follows_the_scale_of_the_models() -> None:
+    # Prepare: the same models in two units (x 1000)
+    local, others = contributions(5, seed=3)
+    big_local = Contribution({k: v * 1000 for k, v in local.arrays.items()}, local.samples)
+    big_others = [Contribution({k: v * 1000 for k, v in o.arrays.items()}) for o in others]
+    # Execute
+    small = CenteredClipping()(local, others)
+    big = CenteredClipping()(big_local, big_others)
+    # Assert: the result scales with the models (a fixed tau would not)
+    np.testing.assert_allclose(big["w"], small["w"] * 1000, rtol=1e-4)
+
+
+def test_adaptive_clipping_ignores_a_gross_outlier_and_bounds_a_close_one() -> None:
+    # Prepare: three honest models near 1, one attacker far away or at the clipping edge
+    rng = np.random.default_rng(0)
+    honest = [Contribution({"w": 1 + 0.01 * rng.standard_normal(50)}) for _ in range(3)]
+    honest_mean = np.mean([h.arrays["w"] for h in honest], axis=0)
+    far = Contribution({"w": np.full(50, -10.0)})
+    # Execute
+    with_far = CenteredClipping(iterations=1)(honest[0], [*honest[1:], far])
+    clean = CenteredClipping(iterations=1)(honest[0], honest[1:])
+    # Assert: the gross outlier moves the result by far less than one honest step
+    step = np.linalg.norm(clean["w"] - honest[0].arrays["w"])
+    assert np.linalg.norm(with_far["w"] - honest_mean) < 2 * np.linalg.norm(
+        honest[0].arrays["w"] - honest_mean
+    )
+    assert np.linalg.norm(with_far["w"] - clean["w"]) < step
+
+
 def test_centered_clipping_with_large_tau_is_the_mean() -> None:
     local, others = contributions(3)
     result = CenteredClipping(tau=1e9)(local, others)
@@ -221,10 +250,13 @@ def test_custom_callable_is_accepted_as_aggregator() -> None:
         ("mean", Mean()),
         ("median", Median()),
         ("trimmed-mean:trim=0.2", TrimmedMean(0.2)),
-        ("krum:f=1", Krum(f=1, m=1)),
+        ("krum:f=1", Krum(f=1, m=None)),
+        ("krum:f=1,m=1", Krum(f=1, m=1)),
         ("multi-krum:f=1,m=3", Krum(f=1, m=3)),
         ("multi-krum:f=2", Krum(f=2, m=None)),
         ("centered-clipping:tau=1", CenteredClipping(tau=1.0)),
+        ("centered-clipping", CenteredClipping()),
+        ("centered-clipping:f=3,margin=2", CenteredClipping(tau=None, f=3, margin=2.0)),
         ({"name": "centered_clipping", "tau": 2, "iterations": 3}, CenteredClipping(2.0, 3)),
     ],
 )
@@ -240,6 +272,8 @@ def test_aggregator_from_spec(spec: object, expected: object) -> None:
         ("krum:f=-1", "f must be"),
         ("krum:m=0", "m must be"),
         ("centered-clipping:tau=0", "tau"),
+        ("centered-clipping:margin=0", "margin"),
+        ("centered-clipping:power=0.5", "power"),
         ("mean:x=1", "does not take"),
     ],
 )
