@@ -25,8 +25,10 @@ class LearningOptions:
             with fewer than ``min_peers`` updates (or than the expected peers, if fewer) it
             keeps its own weights for that round.
         share_every: federate every this many optimizer steps instead of once per epoch.
-        gossip_wait: in gossip, seconds to wait for fresh updates from in-neighbours before
-            merging what is there (0 = merge what has arrived).
+        gossip_wait: in gossip, the most seconds a sync point waits for the same round
+            from the in-neighbours that keep up, before merging what is there. ``None``
+            (the default) adapts it to how long they usually take, between 0.05 and 5 s
+            (see :mod:`scatterbrained.learning.pacing`); ``0`` merges what has arrived.
         max_staleness_s: updates older than this (seconds) are never merged.
         privacy: a ``ClipAndNoise`` applied to the weights this node sends.
         pairing: the paper's pairing rule: never send to and receive from the same partner
@@ -51,7 +53,7 @@ class LearningOptions:
     round_timeout: float = 30.0
     min_peers: int = 1
     share_every: int | None = None
-    gossip_wait: float = 0.0
+    gossip_wait: float | None = None
     max_staleness_s: float | None = 120.0
     privacy: Any = None
     pairing: bool = False
@@ -72,7 +74,7 @@ class LearningOptions:
             raise ConfigurationError(
                 f"on_bad_checkpoint must be 'raise' or 'fresh', got {self.on_bad_checkpoint!r}"
             )
-        if self.gossip_wait < 0:
+        if self.gossip_wait is not None and self.gossip_wait < 0:
             raise ConfigurationError(f"gossip_wait must be >= 0 s, got {self.gossip_wait!r}")
         if self.min_peers < 0:
             raise ConfigurationError(f"min_peers must be >= 0, got {self.min_peers!r}")

@@ -156,6 +156,13 @@ class UpdateStore:
         """The senders among ``senders`` that have an update for ``round`` or later."""
         return {s for s in senders if any(r >= round for r in self._by_sender.get(s, {}))}
 
+    def newest_round(self, sender: str) -> int | None:
+        """The newest round stored or merged from ``sender``; ``None`` if it never sent."""
+        rounds = list(self._by_sender.get(sender, {}))
+        if sender in self._last_taken:
+            rounds.append(self._last_taken[sender])
+        return max(rounds) if rounds else None
+
     def latest_round(self, senders: Collection[str]) -> int | None:
         """The newest round stored from any of ``senders``, or ``None`` when nothing is stored."""
         rounds = [r for s in senders for r in self._by_sender.get(s, {})]

@@ -37,6 +37,7 @@ from ..wire.codec import check_specs
 from ..wire.limits import check_all_finite
 from ..wire.messages import ModelUpdate
 from .model_state import MERGE_TOLERANCE, Arrays, ModelState
+from .pacing import MAX_WAIT_S, STALENESS, GossipPacer
 from .port import FederationPort
 
 __all__ = ["Arrays", "Exchange", "all_finite"]
@@ -70,6 +71,7 @@ class Exchange:
         self.state = state
         self.options = options
         self.store = UpdateStore(max_age_s=options.max_staleness_s)
+        self.pacer = GossipPacer(options.gossip_wait)
         self.lock = asyncio.Lock()
         self.arrival = Pulse()
         self.round = 0
@@ -253,8 +255,40 @@ class Exchange:
         elif self.pushed.get(peer) == version:
             del self.pushed[peer]  # not taken: the next serving pass tries again
 
+    async def wait_gossip(self, sources: list[str], round_: int) -> None:
+        """Wait for ``round_`` from the sources that keep up, within the pacer's bound."""
+        bound = self.pacer.bound()
+        if bound <= 0:
+            return
+        newest = {s: self.store.newest_round(s) for s in sources}
+        waited = [s for s in sources if self.pacer.keeps_up(s, newest[s], round_)]
+        heard = {s: round_ - STALENESS for s in waited if newest[s] is not None}
+        if self.pacer.fixed is None and heard:  # stale-synchronous: nobody far behind
+            await self._wait_rounds(heard, MAX_WAIT_S)
+        # The same round from those heard from; anything at all from a newcomer.
+        needs = {s: round_ if newest[s] is not None else ANY_ROUND for s in waited}
+        started = time.monotonic()
+        complete = await self._wait_rounds(needs, bound)
+        self.pacer.observe(time.monotonic() - started, complete)
+
+    async def _wait_rounds(self, needs: dict[str, int], timeout: float) -> bool:
+        """Wait until each present source has an update of at least its round in ``needs``
+        (at most ``timeout`` s); True when they all had."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = [
+                s
+                for s, r in needs.items()
+                if self.still_sends(s) and not self.store.senders_with_round([s], r)
+            ]
+            if not missing:
+                return True
+            if not await self.arrival.wait_until(deadline):
+                return False
+
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
-        """Wait until every present source has an update for ``round_`` (at most ``timeout`` s)."""
+        """Wait until every present source has an update for ``round_`` (at most ``timeout``
+        s); emit ``RoundTimedOut`` and log when some did not come."""
         deadline = time.monotonic() + timeout
         while True:
             present = [s for s in sources if self.still_sends(s)]
@@ -334,6 +368,7 @@ class Exchange:
         restarted counts its global rounds afresh.
         """
         self.store.reset_sender(peer_id)
+        self.pacer.forget(peer_id)
         self.pushed.pop(peer_id, None)
         self.seeds.forget(peer_id)
         if peer_id == self.global_source:

@@ -77,8 +77,9 @@ class SimConfig:
         sync: synchronous rounds (reproducible in the memory backend) instead of gossip.
         round_timeout: seconds a round waits for neighbours.
         share_every: federate every this many optimizer steps instead of once per epoch.
-        gossip_wait: in gossip, seconds a node waits for fresh updates from its
-            in-neighbours at each exchange (keeps free-running processes in pace).
+        gossip_wait: in gossip, the most seconds a node waits for its in-neighbours' update
+            of the same round; unset: adaptive and stale-synchronous, as a namespace's
+            default (keeps free-running processes in pace); ``0``: merge what is there.
         batch_size: training batch size.
         lr: Adam learning rate.
         seed: seed of the data split, model init, batch order, message drops and churn
@@ -111,7 +112,7 @@ class SimConfig:
     sync: bool = True
     round_timeout: float = 30.0
     share_every: int | None = None
-    gossip_wait: float = 0.0
+    gossip_wait: float | None = None
     batch_size: int = 32
     lr: float = 0.003
     seed: int = 0
@@ -204,7 +205,7 @@ def _check_ranges(config: SimConfig) -> None:
         _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}", f"fix {name}")
     _check(config.delay_ms >= 0, f"delay_ms must be >= 0, got {config.delay_ms}", "fix delay_ms")
     _check(
-        config.gossip_wait >= 0,
+        config.gossip_wait is None or config.gossip_wait >= 0,
         f"gossip_wait must be >= 0 seconds, got {config.gossip_wait}",
         "fix gossip_wait",
     )
@@ -339,8 +340,9 @@ _UNSET_MEANS = {
     "train_limit": "all samples",
     "test_limit": "all samples",
     "share_every": "share once per epoch",
+    "gossip_wait": "adaptive",
 }
-_OPTIONAL = ("out", "share_every", "train_limit", "test_limit")
+_OPTIONAL = ("out", "share_every", "train_limit", "test_limit", "gossip_wait")
 _TYPES: dict[str, tuple[type, ...]] = {
     "train_limit": (int,),
     "test_limit": (int,),

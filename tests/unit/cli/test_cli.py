@@ -10,7 +10,7 @@ import pytest
 
 from scatterbrained.cli.main import main
 from scatterbrained.cli.progress import fmt_bytes, print_summary
-from scatterbrained.cli.simulate import _apply_overrides, demo_config
+from scatterbrained.cli.simulate import _apply_overrides, demo_config, demo_preset
 from scatterbrained.sim.config import FaultEvent, SimConfig, load_config
 from scatterbrained.sim.runner import RunResult
 from scatterbrained.transport.security import KeyPair, load_public_key
@@ -262,6 +262,23 @@ def test_demo_config_is_valid_for_both_datasets() -> None:
     for config in (digits, fashion):
         assert {f.action for f in config.faults} == {"kill", "restart"}
         assert config.modes == {"0": "leeching"} and "0" in config.policies
+
+
+@pytest.mark.parametrize(
+    ("dataset", "nodes", "batch", "lr"),
+    [
+        ("digits", 64, 4, 0.0104),  # 21 samples a node: batch 32 made one step an epoch
+        ("digits", 16, 10, 0.006),
+        ("fashion-mnist", 16, 32, 0.002),  # plenty of data: the presets as they were
+        ("fashion-mnist", 64, 32, 0.002),
+    ],
+)
+def test_demo_presets_give_every_node_several_steps_an_epoch(
+    dataset: str, nodes: int, batch: int, lr: float
+) -> None:
+    assert demo_preset(dataset, nodes) == (batch, lr)
+    config = demo_config(dataset, nodes)
+    assert (config.nodes, config.batch_size, config.lr) == (nodes, batch, lr)
 
 
 def test_summary_says_when_churn_happened(

@@ -1,20 +1,21 @@
-"""Asynchronous gossip (the default): push, then merge the freshest unseen updates.
+"""Asynchronous gossip (the default): push round r, wait a bounded time, merge what is fresh.
 
-No barrier: a node pushes its weights to its out-neighbours that receive and merges, with
-the aggregator, the freshest update of each in-neighbour that it has not merged yet (at most
-``max_staleness_s`` old), after waiting at most ``gossip_wait`` seconds for fresh ones.
+No barrier: a node pushes its weights for its round ``r`` to its out-neighbours that
+receive, waits for round ``r`` from the in-neighbours that keep up, within a bound that
+adapts to how long they usually take (:mod:`..pacing`; ``gossip_wait`` fixes it), and
+merges, with the aggregator, the freshest update of each in-neighbour that it has not merged
+yet (at most ``max_staleness_s`` old). A node behind its neighbours adopts their round, so
+rounds stay aligned after a restart or a late join; a straggler is merged a round late.
 """
 
 from __future__ import annotations
 
 import time
 
-from ..exchange import ANY_ROUND, Exchange
+from ..exchange import Exchange
+from ..pacing import RECENT_ROUNDS
 
 __all__ = ["step"]
-
-#: The round field of a gossip update: receivers order a sender's updates by its version.
-GOSSIP_ROUND = -1
 
 
 async def step(exchange: Exchange, trained: bool) -> list[str]:
@@ -26,10 +27,12 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
     exchange.round += 1
     published = state.published
     if mode.sends and targets and published is not None:
-        await exchange.push(targets, exchange.outgoing(published), GOSSIP_ROUND)
+        await exchange.push(targets, exchange.outgoing(published), round_)
     if not mode.receives or not sources:
         return []
-    if exchange.options.gossip_wait > 0:
-        await exchange.wait_for(sources, ANY_ROUND, exchange.options.gossip_wait)
+    await exchange.wait_gossip(sources, round_)
     updates = exchange.finite(exchange.store.take_fresh(sources, time.monotonic()))
+    newest = max((u.round for u in updates), default=round_)
+    if newest > round_ + RECENT_ROUNDS:  # far behind (a restart, a late join): catch up
+        exchange.round = newest
     return exchange.merge(updates, round_)

@@ -64,20 +64,25 @@ async def serve_pass(exchange: Exchange) -> None:
         await _serve_round(exchange, targets, sources)
         return
     mode = exchange.effective_mode()
+    # Answer in the round the neighbours are in, so gossiping trainers waiting for it
+    # need not wait their bound.
+    round_ = max(exchange.round, exchange.store.latest_round(sources) or 0)
     if mode.receives and sources:
         updates = exchange.finite(exchange.store.take_fresh(sources, time.monotonic()))
-        exchange.merge(updates, exchange.round)
-    await _push_if_changed(exchange, targets)
+        exchange.merge(updates, round_)
+    if await _push_if_changed(exchange, targets, round_):
+        exchange.round = round_ + 1
 
 
-async def _push_if_changed(exchange: Exchange, targets: list[str]) -> None:
+async def _push_if_changed(exchange: Exchange, targets: list[str], round_: int) -> bool:
     """Push the published model to the targets that have not been sent this version."""
     state = exchange.state
     if not exchange.effective_mode().sends or state.published is None:
-        return
+        return False
     due = [t for t in targets if exchange.pushed.get(t) != state.version]
     if due:
-        await exchange.push(due, exchange.outgoing(state.published), -1)
+        await exchange.push(due, exchange.outgoing(state.published), round_)
+    return bool(due)
 
 
 async def _serve_round(exchange: Exchange, targets: list[str], sources: list[str]) -> None:
