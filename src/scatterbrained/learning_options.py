@@ -27,7 +27,7 @@ class LearningOptions:
         share_every: federate every this many optimizer steps instead of once per epoch.
         gossip_wait: in gossip, the most seconds a sync point waits for the same round
             from the in-neighbours that keep up, before merging what is there. ``None``
-            (the default) adapts it to how long they usually take, between 0.05 and 5 s
+            (the default) adapts it to how long they usually take, between 0.1 and 5 s
             (see :mod:`scatterbrained.learning.pacing`); ``0`` merges what has arrived.
         max_staleness_s: updates older than this (seconds) are never merged.
         privacy: a ``ClipAndNoise`` applied to the weights this node sends.

@@ -268,23 +268,31 @@ class Exchange:
         # The same round from those heard from; anything at all from a newcomer.
         needs = {s: round_ if newest[s] is not None else ANY_ROUND for s in waited}
         started = time.monotonic()
-        complete = await self._wait_rounds(needs, bound)
+        complete = await self._wait_rounds(needs, bound, unseen=True)
         self.pacer.observe(time.monotonic() - started, complete)
 
-    async def _wait_rounds(self, needs: dict[str, int], timeout: float) -> bool:
-        """Wait until each present source has an update of at least its round in ``needs``
-        (at most ``timeout`` s); True when they all had."""
+    async def _wait_rounds(
+        self, needs: dict[str, int], timeout: float, *, unseen: bool = False
+    ) -> bool:
+        """Wait until each present source has sent an update of at least its round in
+        ``needs`` (at most ``timeout`` s); True when they all had. ``unseen``: one not
+        merged yet (else one merged already counts: the source got that far)."""
         deadline = time.monotonic() + timeout
         while True:
             missing = [
                 s
                 for s, r in needs.items()
-                if self.still_sends(s) and not self.store.senders_with_round([s], r)
+                if self.still_sends(s)
+                and not (self.store.senders_with_round([s], r) if unseen else self._sent(s, r))
             ]
             if not missing:
                 return True
             if not await self.arrival.wait_until(deadline):
                 return False
+
+    def _sent(self, source: str, round_: int) -> bool:
+        newest = self.store.newest_round(source)
+        return newest is not None and newest >= round_
 
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
         """Wait until every present source has an update for ``round_`` (at most ``timeout``
