@@ -11,6 +11,7 @@ discovered nodes, heartbeats, the Hello handshake, Bye, expiry, and the sender-i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Protocol
@@ -134,12 +135,22 @@ class Membership:
             to: the address it is sent to (its challenge is made for that address).
             record: the recipient's record, whose last challenge the Hello echoes.
         """
+        return self._addressed(self._own_hello(want_reply), to, record)
+
+    def _own_hello(self, want_reply: bool) -> Hello:
+        """This node's Hello, not yet addressed (no challenge, no echo)."""
         host, port = self.node.advertised_address()
         return Hello(
             address=f"tcp://{host}:{port}",
             namespaces=self.node.namespace_infos(),
             public_key=self.node.public_key,
             want_reply=want_reply,
+        )
+
+    def _addressed(self, hello: Hello, to: str, record: PeerRecord | None) -> Hello:
+        """``hello`` with the challenge for address ``to`` and the echo for ``record``."""
+        return dataclasses.replace(
+            hello,
             challenge=self.challenges.cookie(to) if to else 0,
             echo=record.challenge_in if record is not None else 0,
         )
@@ -167,9 +178,10 @@ class Membership:
     def tell_peers(self) -> None:
         """Announce, and send a Hello to every greeted peer (namespaces or modes changed)."""
         self.announce()
+        hello = self._own_hello(want_reply=False)
         for record in self.peers.records():
             if record.greeted:
-                self._send(record, self.hello(False, record.address, record))
+                self._send(record, self._addressed(hello, record.address, record))
 
     def _send(self, record: PeerRecord, body: Any) -> None:
         self.node.post(record.address, "", body, server_key=record.public_key)
@@ -267,23 +279,24 @@ class Membership:
         """Hello to peers discovery does not refresh, a challenge to (a bounded number of)
         peers not verified yet, and a Hello to bootstrap addresses."""
         node = self.node
-        if not node.namespace_infos():
+        hello = self._own_hello(want_reply=True)
+        if not hello.namespaces:
             return
         probes = 0
         for record in self.peers.records():
             if record.greeted:
                 silent = now - record.last_seen > node.heartbeat_interval
                 if silent and self._hello_due(record.id, now):
-                    self._send(record, self.hello(True, record.address, record))
+                    self._send(record, self._addressed(hello, record.address, record))
             elif probes < MAX_GREETINGS_PER_TICK and self._hello_due(record.address, now):
                 probes += 1  # claimed an address by Hello: it must answer there to count
-                self._send(record, self.hello(True, record.address, record))
+                self._send(record, self._addressed(hello, record.address, record))
         if not self.bootstrap:  # the address set costs O(peers) per tick: skip it if unused
             return
         known = {r.address for r in self.peers.records() if r.greeted}
         for address, key in self.bootstrap:
             if address not in known:
-                node.post(address, "", self.hello(True, address), server_key=key)
+                node.post(address, "", self._addressed(hello, address, None), server_key=key)
 
     def _hello_due(self, peer_id: str, now: float) -> bool:
         """True (and noted) when ``peer_id`` (an id or an address) got no Hello from us for a
@@ -416,14 +429,13 @@ class Membership:
     def _reply(self, record: PeerRecord, now: float) -> None:
         """Answer a Hello; to an unverified sender within a budget, asking once per
         heartbeat interval for the Hello that completes the handshake."""
+        want = False
         if not record.greeted:
             if not self._unverified_replies.take(now, self.node.heartbeat_interval):
                 self.node.drop("hello_budget", record.id)
                 return
             want = self._hello_due(f"verify {record.id}", now)
-            self._send(record, self.hello(want, record.address, record))
-            return
-        self._send(record, self.hello(False, record.address, record))
+        self._send(record, self.hello(want, record.address, record))
 
     def on_bye(self, message: Message) -> None:
         """The sender left one namespace (``message.namespace``) or the whole network."""

@@ -54,6 +54,10 @@ _DEMO_BATCH, _DEMO_LR = (
 _DEMO_STEPS = 8
 
 
+def _is_fashion(dataset: str) -> bool:
+    return dataset.replace("_", "-").lower() == "fashion-mnist"
+
+
 def demo_preset(dataset: str, nodes: int) -> tuple[int, float]:
     """Batch size and learning rate so that ``nodes`` nodes sharing ``dataset`` still learn.
 
@@ -62,7 +66,7 @@ def demo_preset(dataset: str, nodes: int) -> tuple[int, float]:
     :data:`_DEMO_STEPS` steps an epoch (between 4 and 32), and the learning rate grows as
     ``(32 / batch) ** 0.6`` (64 nodes on digits: batch 4, lr 0.0104, 0.86 after 20 epochs).
     """
-    name = "fashion-mnist" if dataset.replace("_", "-").lower() == "fashion-mnist" else "digits"
+    name = "fashion-mnist" if _is_fashion(dataset) else "digits"
     per_node = _DEMO_TRAIN_SAMPLES[name] // max(1, nodes)
     batch = max(4, min(_DEMO_BATCH[name], per_node // _DEMO_STEPS))
     lr = _DEMO_LR[name] * (_DEMO_BATCH[name] / batch) ** 0.6
@@ -73,7 +77,7 @@ def demo_config(dataset: str | None = None, nodes: int = 16) -> SimConfig:
     """The demo: 16 nodes, random 4-regular graph, Dirichlet(0.5) skew, one leecher, churn;
     batch size and learning rate from :func:`demo_preset` for the number of nodes."""
     chosen = dataset or ("fashion-mnist" if fashion_mnist_available() else "digits")
-    fashion = chosen.replace("_", "-").lower() == "fashion-mnist"
+    fashion = _is_fashion(chosen)
     batch, lr = demo_preset(chosen, nodes)
     return SimConfig(
         nodes=nodes,

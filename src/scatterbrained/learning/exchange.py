@@ -216,7 +216,7 @@ class Exchange:
         Args:
             targets: the members to send to.
             arrays: the weights.
-            round_: the round number (-1 in gossip).
+            round_: the sender's round number (``-1``: order by version).
             on_delivered: called with each peer the transport took the update for, when it
                 does (also after this call returned).
 
@@ -297,30 +297,22 @@ class Exchange:
     async def wait_for(self, sources: list[str], round_: int, timeout: float) -> None:
         """Wait until every present source has an update for ``round_`` (at most ``timeout``
         s); emit ``RoundTimedOut`` and log when some did not come."""
-        deadline = time.monotonic() + timeout
-        while True:
-            present = [s for s in sources if self.still_sends(s)]
-            have = self.store.senders_with_round(present, round_)
-            if len(have) == len(present):
-                return
-            if not await self.arrival.wait_until(deadline):
-                self.port.emit(
-                    RoundTimedOut(
-                        self.port.node_id,
-                        self.port.name,
-                        round_,
-                        tuple(present),
-                        tuple(sorted(have)),
-                    )
-                )
-                logger.info(
-                    "namespace %s: round %d timed out with %d of %d peers",
-                    self.port.name,
-                    round_,
-                    len(have),
-                    len(present),
-                )
-                return
+        if await self._wait_rounds(dict.fromkeys(sources, round_), timeout, unseen=True):
+            return
+        present = [s for s in sources if self.still_sends(s)]
+        have = self.store.senders_with_round(present, round_)
+        self.port.emit(
+            RoundTimedOut(
+                self.port.node_id, self.port.name, round_, tuple(present), tuple(sorted(have))
+            )
+        )
+        logger.info(
+            "namespace %s: round %d timed out with %d of %d peers",
+            self.port.name,
+            round_,
+            len(have),
+            len(present),
+        )
 
     def wake(self) -> None:
         """Make every wait re-check its condition (an update came, membership changed)."""
