@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
 from hostile_peer import poll
+from training import Batches, mlp
 
 import scatterbrained as sb
 
@@ -37,25 +37,6 @@ pytestmark = pytest.mark.timeout(150)
 HOSTILE = Path(__file__).with_name("hostile_peer.py")
 REPO_SRC = Path(__file__).resolve().parents[2] / "src"
 MB = 2**20
-
-
-def mlp(seed: int) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
-
-
-class Batches:
-    def __init__(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.x = rng.random((32, 64), dtype=np.float32)
-        self.y = rng.integers(0, 10, 32)
-
-    def __iter__(self) -> Any:
-        import torch
-
-        yield torch.from_numpy(self.x), torch.from_numpy(self.y)
 
 
 def rss_mb() -> float:

@@ -12,33 +12,14 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
 import pytest
 import zmq.asyncio
 from hostile_peer import member
+from training import Batches, mlp
 
 import scatterbrained as sb
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def mlp(seed: int) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
-
-
-class Batches:
-    def __init__(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.x = rng.random((32, 64), dtype=np.float32)
-        self.y = rng.integers(0, 10, 32)
-
-    def __iter__(self) -> Any:
-        import torch
-
-        yield torch.from_numpy(self.x), torch.from_numpy(self.y)
 
 
 async def three_epochs(ns_a: sb.Namespace, ns_b: sb.Namespace) -> float:

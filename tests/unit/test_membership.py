@@ -1,4 +1,5 @@
-"""The peer protocol's pure parts: bootstrap entries, where to reach a peer, LOST back-dating."""
+"""The peer protocol's pure parts: bootstrap entries, where to reach a peer, LOST back-dating,
+the address-challenge handshake."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 
 import pytest
 
+from scatterbrained.challenge import MAX_UNVERIFIED_REPLIES
 from scatterbrained.errors import ConfigurationError
-from scatterbrained.membership import parse_bootstrap
+from scatterbrained.membership import Membership, parse_bootstrap
+from scatterbrained.peers import PeerTable
+from scatterbrained.transport.base import Envelope
+from scatterbrained.wire.messages import Hello, Message, NamespaceInfo
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -107,7 +112,9 @@ class _FakeHost:
 
     def __init__(self, beacons: list[Any]) -> None:
         self.discovery = _FakeDiscovery(beacons)
-        self.posted: list[str] = []
+        self.posted: list[str] = []  # addresses, in order
+        self.sent: list[tuple[str, Any]] = []  # (address, body), in order
+        self.dropped: list[str] = []  # reasons
 
     def advertised_address(self) -> tuple[str, int]:
         return "127.0.0.1", 5000
@@ -124,10 +131,11 @@ class _FakeHost:
         return None
 
     def drop(self, reason: str, detail: str = "") -> None:
-        return None
+        self.dropped.append(reason)
 
     def post(self, address: str, namespace: str, body: Any, *, server_key: str | None) -> Any:
         self.posted.append(address)
+        self.sent.append((address, body))
 
     def forget_address(self, address: str) -> None:
         return None
@@ -152,3 +160,64 @@ def test_a_flood_of_forged_beacons_costs_a_bounded_number_of_greetings_per_tick(
     assert first_tick.count("tcp://127.0.0.1:9") == 1  # one Hello per address, not per id
     assert len(host.posted) == 2 * MAX_GREETINGS_PER_TICK
     assert len(set(host.posted)) == len(host.posted)  # the second tick greets others
+
+
+# ---------------------------------------------------------------- address challenges
+
+
+def hello_from(
+    sender: str, address: str, seq: int, **fields: Any
+) -> tuple[Message, Hello, Envelope]:
+    body = Hello(address, (NamespaceInfo("X", "peer", 1, True),), **fields)
+    return Message(sender, "", 7, seq, body), body, Envelope(frames=[], peer_host="127.0.0.1")
+
+
+def test_a_peer_is_a_member_only_after_echoing_the_challenge_sent_to_its_address() -> None:
+    # Prepare
+    host = _FakeHost([])
+    membership = Membership(host, PeerTable(), [], None, authenticated=False)  # type: ignore[arg-type]
+    # Execute: a Hello asking for a reply, then the echo of what was sent to its address
+    membership.on_hello(*hello_from("p", "tcp://127.0.0.1:7000", 1, want_reply=True))
+    unverified = membership.peers.get("p")
+    ((address, reply),) = host.sent
+    membership.on_hello(*hello_from("p", "tcp://127.0.0.1:7000", 2, echo=reply.challenge))
+    # Assert
+    assert unverified is not None
+    assert address == "tcp://127.0.0.1:7000"
+    assert reply.want_reply and reply.challenge
+    assert membership.peers.get("p").greeted  # type: ignore[union-attr]
+
+
+def test_an_echo_for_another_address_or_a_guess_verifies_nobody() -> None:
+    host = _FakeHost([])
+    membership = Membership(host, PeerTable(), [], None, authenticated=False)  # type: ignore[arg-type]
+    membership.on_hello(*hello_from("m", "tcp://127.0.0.1:7001", 1, want_reply=True))
+    mine = membership.challenges.cookie("tcp://127.0.0.1:7002")  # an address m does control
+
+    membership.on_hello(*hello_from("m", "tcp://127.0.0.1:7001", 2, echo=mine))
+    membership.on_hello(*hello_from("m", "tcp://127.0.0.1:7001", 3, echo=12345))
+
+    assert not membership.peers.get("m").greeted  # type: ignore[union-attr]
+
+
+def test_a_flood_of_hellos_asking_for_replies_gets_a_bounded_number_of_them() -> None:
+    host = _FakeHost([])
+    membership = Membership(host, PeerTable(), [], None, authenticated=False)  # type: ignore[arg-type]
+    for i in range(2000):
+        membership.on_hello(
+            *hello_from(f"f{i}", f"tcp://127.0.0.1:{10000 + i}", 1, want_reply=True)
+        )
+    assert len(host.sent) == MAX_UNVERIFIED_REPLIES
+    assert host.dropped.count("hello_budget") == 2000 - MAX_UNVERIFIED_REPLIES
+
+
+def test_a_new_address_must_answer_the_challenge_again() -> None:
+    host = _FakeHost([])
+    membership = Membership(host, PeerTable(), [], None, authenticated=False)  # type: ignore[arg-type]
+    membership.on_hello(*hello_from("p", "tcp://127.0.0.1:7000", 1, want_reply=True))
+    ((_, reply),) = host.sent
+    membership.on_hello(*hello_from("p", "tcp://127.0.0.1:7000", 2, echo=reply.challenge))
+
+    membership.on_hello(*hello_from("p", "tcp://127.0.0.1:7999", 3, echo=reply.challenge))
+
+    assert not membership.peers.get("p").greeted  # type: ignore[union-attr]
