@@ -15,6 +15,9 @@ The two tasks, exactly as in the issue that asked for this benchmark:
   official 60k/10k split, the same partition, MLP 784-128-10, SGD lr 0.05, batch 32, 20 epochs.
 * ``digits8ring`` (not run by default): digits over 8 nodes on a ``Ring()``, Adam lr 0.01,
   batch 16, 30 epochs (the issue's 8-process set-up, here in one process).
+* ``digits8dring`` (not run by default): the same on a directed ring
+  (``Ring(bidirectional=False)``), where the default merges with push-sum; the mode
+  ``plainmix`` (``push_sum=False``) gives plain averaging for comparison.
 
 Each federated run is 16 ``sb.Node`` s in this process on the in-memory transport, full mesh,
 through the public API: every node runs ``await ns.train(1, loader)`` once per epoch on its
@@ -115,6 +118,11 @@ def digits8ring() -> Task:
     )
 
 
+def digits8dring() -> Task:
+    """digits8ring on a directed ring (each node sends to its successor only)."""
+    return dataclasses.replace(digits8ring(), name="digits8dring", topology="directed-ring")
+
+
 def fmnist16() -> Task:
     from scatterbrained.sim.datasets import load_fashion_mnist
 
@@ -161,7 +169,8 @@ def accuracy(model: Any, task: Task) -> float:
 async def federated(task: Task, options: dict[str, Any]) -> dict[str, Any]:
     """The task's nodes in this process; each trains ``task.epochs`` epochs on its own."""
     parts = dirichlet_partition(task.y_train, nodes=task.nodes)
-    topology = {"topology": sb.topology.Ring()} if task.topology == "ring" else {}
+    rings = {"ring": sb.topology.Ring(), "directed-ring": sb.topology.Ring(bidirectional=False)}
+    topology = {"topology": rings[task.topology]} if task.topology in rings else {}
     hub, network = MemoryDiscoveryHub(), MemoryNetwork()
     name = f"convergence-{uuid.uuid4().hex[:6]}"
     nodes = [
@@ -230,8 +239,14 @@ MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "sync": {"sync": True},
     "gossip0": {"gossip_wait": 0.0},
+    "plainmix": {"push_sum": False},
 }
-TASKS = {"digits16": digits16, "fmnist16": fmnist16, "digits8ring": digits8ring}
+TASKS = {
+    "digits16": digits16,
+    "fmnist16": fmnist16,
+    "digits8ring": digits8ring,
+    "digits8dring": digits8dring,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

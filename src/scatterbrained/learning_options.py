@@ -30,6 +30,10 @@ class LearningOptions:
             (the default) adapts it to how long they usually take, between 0.1 and 5 s
             (see :mod:`scatterbrained.learning.pacing`); ``0`` merges what has arrived.
         max_staleness_s: updates older than this (seconds) are never merged.
+        push_sum: merge with push-sum (weights travel with a scalar, so every node reaches
+            the same uniform average on a directed graph; see
+            :mod:`scatterbrained.learning.push_sum`). ``None`` (the default): on when the
+            topology is directed and the aggregator is the default ``FedAvg``.
         privacy: a ``ClipAndNoise`` applied to the weights this node sends.
         pairing: the paper's pairing rule: never send to and receive from the same partner
             in the same epoch.
@@ -55,6 +59,7 @@ class LearningOptions:
     share_every: int | None = None
     gossip_wait: float | None = None
     max_staleness_s: float | None = 120.0
+    push_sum: bool | None = None
     privacy: Any = None
     pairing: bool = False
     checkpoint_dir: str | Path | None = None

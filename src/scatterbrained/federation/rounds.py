@@ -14,7 +14,7 @@ is reproducible however fast each node is. Pure and synchronous: the namespace f
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -94,6 +94,9 @@ class StoredUpdate:
         samples: training samples behind the weights.
         arrays: named weights (validated against the local model's specs).
         received_at: monotonic receive time in seconds.
+        weight: the push-sum weight it carries (0: none). When a fresher update is taken
+            in place of older ones from the same sender, their weights add up in it, so
+            push-sum's total weight is kept.
     """
 
     sender: str
@@ -101,6 +104,7 @@ class StoredUpdate:
     samples: int
     arrays: Mapping[str, np.ndarray]
     received_at: float
+    weight: float = 0.0
 
 
 @dataclass
@@ -205,6 +209,9 @@ class UpdateStore:
         fresh: list[StoredUpdate] = []
         for update in chosen:
             rounds = self._by_sender[update.sender]
+            skipped = sum(rounds[r].weight for r in rounds if r < update.round)
+            if skipped:
+                update = replace(update, weight=update.weight + skipped)
             for r in [r for r in rounds if r <= update.round]:
                 del rounds[r]
             self._last_taken[update.sender] = update.round

@@ -39,6 +39,7 @@ from ..wire.messages import ModelUpdate
 from .model_state import MERGE_TOLERANCE, Arrays, ModelState
 from .pacing import MAX_WAIT_S, STALENESS, GossipPacer
 from .port import FederationPort
+from .push_sum import PushSum, wants_push_sum
 
 __all__ = ["Arrays", "Exchange", "all_finite"]
 
@@ -77,6 +78,9 @@ class Exchange:
         self.round = 0
         self.global_round = -1
         self.global_source: str | None = None
+        #: This node's push-sum weight (used on directed topologies, see :mod:`.push_sum`).
+        self.push_sum = PushSum()
+        self._push_sum_for: tuple[frozenset[str], bool] | None = None
         #: The weights at the start of this epoch (the privacy mechanism's reference).
         self.reference: Arrays | None = None
         #: Per target, the model version last pushed to it (a serving node pushes only
@@ -106,6 +110,17 @@ class Exchange:
             self.round,
             pairing=self.options.pairing,
         )
+
+    def uses_push_sum(self) -> bool:
+        """True when peers' exchanges use push-sum now (``options.push_sum``; by default on
+        directed topologies with the default aggregator). Cached per membership."""
+        members = frozenset(self.port.peer_modes()) | {self.port.node_id}
+        if self._push_sum_for is None or self._push_sum_for[0] != members:
+            wanted = wants_push_sum(
+                self.options.push_sum, self.port.topology, self.port.aggregator, members
+            )
+            self._push_sum_for = (members, wanted)
+        return self._push_sum_for[1]
 
     def center(self) -> str | None:
         """The centre of a synchronous centralized topology (e.g. ``Star``), else ``None``."""
@@ -160,15 +175,20 @@ class Exchange:
         """
         if not updates:
             return []
-        own = self.own_contribution(self.state.current())
-        others = [Contribution(u.arrays, u.samples, u.sender) for u in updates]
-        result = aggregate(self.port.aggregator, own, others)
-        changed = self.state.commit("merge", result.arrays, tolerance=MERGE_TOLERANCE)
         offered = tuple(u.sender for u in updates)
-        self.port.emit(
-            Merged(self.port.node_id, self.port.name, round_, offered, result.used, changed)
-        )
-        return list(result.used)
+        if self.uses_push_sum():
+            cap = float(self.port.peer_count() + 1)  # no honest share exceeds the total
+            weighted = [(u.arrays, min(u.weight, cap)) for u in updates]
+            arrays: Arrays = self.push_sum.merge(self.state.current(), weighted)
+            used = offered
+        else:
+            own = self.own_contribution(self.state.current())
+            others = [Contribution(u.arrays, u.samples, u.sender) for u in updates]
+            result = aggregate(self.port.aggregator, own, others)
+            arrays, used = result.arrays, tuple(result.used)
+        changed = self.state.commit("merge", arrays, tolerance=MERGE_TOLERANCE)
+        self.port.emit(Merged(self.port.node_id, self.port.name, round_, offered, used, changed))
+        return list(used)
 
     def own_contribution(self, local: Arrays) -> Contribution:
         """This node's weights as one contribution (weighted by its last epoch's samples)."""
@@ -203,6 +223,8 @@ class Exchange:
         arrays: Arrays,
         round_: int,
         on_delivered: Callable[[str], None] | None = None,
+        *,
+        push_sum: bool = False,
     ) -> list[str]:
         """Send ``arrays`` as this node's update for ``round_`` to every target.
 
@@ -219,25 +241,33 @@ class Exchange:
             round_: the sender's round number (``-1``: order by version).
             on_delivered: called with each peer the transport took the update for, when it
                 does (also after this call returned).
+            push_sum: send a share of this node's push-sum weight with the update (a share
+                the transport gives up on is taken back).
 
         Returns:
             The targets the transport took it for within the wait.
         """
+        receivers = [peer for peer in targets if self.port.peer_has_model(peer)]
+        share = self.push_sum.share(len(receivers)) if push_sum else 0.0
         update = ModelUpdate(
             version=self.state.version,
             samples=max(self.state.local_samples, 0),
             mode=self.effective_mode().value,
             arrays=arrays,
             round=round_,
+            weight=share,
         )
         posted: dict[str, asyncio.Future[bool]] = {}
-        for peer in targets:
-            future = self.port.post(peer, update) if self.port.peer_has_model(peer) else None
+        for peer in receivers:
+            future = self.port.post(peer, update)
             if future is None:
+                self.push_sum.give_back(share)
                 continue
             posted[peer] = future
             self.pushed[peer] = update.version
-            future.add_done_callback(partial(self._settled, peer, update.version, on_delivered))
+            future.add_done_callback(
+                partial(self._settled, peer, update.version, share, on_delivered)
+            )
         if posted:
             await asyncio.wait(posted.values(), timeout=PUSH_WAIT_S)
         return [p for p, f in posted.items() if f.done() and not f.cancelled() and f.result()]
@@ -246,13 +276,16 @@ class Exchange:
         self,
         peer: str,
         version: int,
+        share: float,
         on_delivered: Callable[[str], None] | None,
         future: asyncio.Future[bool],
     ) -> None:
         if not future.cancelled() and future.result():
             if on_delivered is not None:
                 on_delivered(peer)
-        elif self.pushed.get(peer) == version:
+            return
+        self.push_sum.give_back(share)  # not delivered: the weight stays here
+        if self.pushed.get(peer) == version:
             del self.pushed[peer]  # not taken: the next serving pass tries again
 
     async def wait_gossip(self, sources: list[str], round_: int) -> None:
@@ -328,7 +361,12 @@ class Exchange:
         if reason is None:
             round_ = update.round if update.round >= 0 else update.version
             stored = StoredUpdate(
-                sender, round_, max(update.samples, 0), update.arrays, time.monotonic()
+                sender,
+                round_,
+                max(update.samples, 0),
+                update.arrays,
+                time.monotonic(),
+                update.weight,
             )
             if self.store.offer(stored):
                 self.port.emit(

@@ -142,7 +142,7 @@ def _encode_body(body: Body) -> tuple[AnyBodyFields, list[ArraySpec], list[Frame
     if isinstance(body, ModelUpdate):
         _append_arrays(body.arrays, specs, frames)
         wire = ModelUpdateFields(
-            _idx(body.version), _idx(body.samples), body.mode, _idx(body.round)
+            _idx(body.version), _idx(body.samples), body.mode, _idx(body.round), float(body.weight)
         )
         return wire, specs, frames
     if isinstance(body, ModelOffer):
@@ -404,7 +404,7 @@ def _build_body(wire: BodyFields, entries: list[_Entry]) -> Body:
         return Raw(tuple(item for _, item in entries if isinstance(item, memoryview)))
     if isinstance(wire, ModelUpdateFields):
         arrays = _only_arrays(entries)
-        return ModelUpdate(wire.version, wire.samples, wire.mode, arrays, wire.round)
+        return ModelUpdate(wire.version, wire.samples, wire.mode, arrays, wire.round, wire.weight)
     if isinstance(wire, ModelOfferFields):
         return _build_offer(wire, entries)
     if isinstance(wire, HelloFields):

@@ -96,7 +96,10 @@ class ModelUpdate:
         samples: local training samples behind these weights (for FedAvg weighting).
         mode: the sender's operating mode when it sent this.
         arrays: named weights (C-contiguous arrays).
-        round: the synchronous round this update belongs to, or -1 in gossip.
+        round: the sender's round this update belongs to (-1: order by version).
+        weight: the push-sum weight share these weights carry (directed graphs, see
+            :mod:`scatterbrained.learning.push_sum`), or 0 when the sender does not use
+            push-sum.
     """
 
     version: int
@@ -104,6 +107,7 @@ class ModelUpdate:
     mode: str
     arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
     round: int = -1
+    weight: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ class ModelUpdateFields(BodyFields, tag=4):
     samples: int
     mode: str
     round: int
+    weight: float = 0.0
 
     def check(self) -> None:
         """See :meth:`BodyFields.check`."""
@@ -134,6 +135,12 @@ class ModelUpdateFields(BodyFields, tag=4):
         _check_count(self.samples, "ModelUpdate.samples")
         _check_count(self.version, "ModelUpdate.version")
         _check_round(self.round, "ModelUpdate.round")
+        if not 0.0 <= self.weight <= MAX_PUSH_SUM_WEIGHT:  # False for NaN too
+            raise WireError(
+                "field",
+                f"ModelUpdate.weight is {self.weight}; expected a push-sum weight in "
+                f"0..{MAX_PUSH_SUM_WEIGHT:g}",
+            )
 
     def expects_frames(self) -> bool:
         """See :meth:`BodyFields.expects_frames`."""
@@ -237,6 +244,9 @@ MAX_NAMESPACES = 64
 #: run, and small enough that a counter adopted from a peer can always be incremented and
 #: encoded again (a peer sending 2**64 - 1 must not break this node for good).
 MAX_COUNTER = 2**62
+#: The largest push-sum weight an update may carry. Push-sum conserves the total weight,
+#: which starts at 1 per node, so an honest share never exceeds the federation's size.
+MAX_PUSH_SUM_WEIGHT = 1e6
 
 
 def _check_count(value: int, what: str) -> None:

@@ -113,7 +113,7 @@ def test_control_bodies_round_trip(body: Body) -> None:
 @pytest.mark.parametrize("arrays", [{}, _arrays()], ids=["no-arrays", "mixed"])
 def test_model_update_round_trips(arrays: dict[str, np.ndarray]) -> None:
     # Prepare
-    body = ModelUpdate(version=3, samples=1200, mode="peer", arrays=arrays, round=5)
+    body = ModelUpdate(version=3, samples=1200, mode="peer", arrays=arrays, round=5, weight=0.25)
 
     # Execute
     decoded = _assert_round_trip(_message(body))
@@ -121,7 +121,7 @@ def test_model_update_round_trips(arrays: dict[str, np.ndarray]) -> None:
     # Assert
     assert isinstance(decoded.body, ModelUpdate)
     assert (decoded.body.version, decoded.body.samples, decoded.body.mode) == (3, 1200, "peer")
-    assert decoded.body.round == 5
+    assert (decoded.body.round, decoded.body.weight) == (5, 0.25)
     _assert_arrays_equal(decoded.body.arrays, arrays)
 
 
@@ -523,6 +523,9 @@ def test_protocol_version_is_first_in_the_header() -> None:
         ModelUpdate(version=2**64 - 1, samples=1, mode="peer", arrays={}, round=1),
         ModelUpdate(version=1, samples=1, mode="peer", arrays={}, round=2**64 - 1),
         ModelUpdate(version=1, samples=2**63, mode="peer", arrays={}, round=1),
+        ModelUpdate(version=1, samples=1, mode="peer", arrays={}, weight=float("nan")),
+        ModelUpdate(version=1, samples=1, mode="peer", arrays={}, weight=-1.0),
+        ModelUpdate(version=1, samples=1, mode="peer", arrays={}, weight=1e300),
         ModelOffer(request_id=1, version=2**64 - 1, samples=1, arrays={}),
         ModelOffer(request_id=1, version=1, samples=1, arrays={}, round=2**63),
         Hello(address="tcp://h:1", namespaces=(NamespaceInfo("X", "peer", 2**63),)),
@@ -531,7 +534,7 @@ def test_protocol_version_is_first_in_the_header() -> None:
         ),
     ],
 )
-def test_counters_beyond_2_62_and_too_many_namespaces_are_refused(
+def test_counters_beyond_2_62_bad_weights_and_too_many_namespaces_are_refused(
     body: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A peer's 2**64 - 1 must never be adopted: the next increment could not be encoded."""

@@ -27,7 +27,9 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
     exchange.round += 1
     published = state.published
     if mode.sends and targets and published is not None:
-        await exchange.push(targets, exchange.outgoing(published), round_)
+        await exchange.push(
+            targets, exchange.outgoing(published), round_, push_sum=exchange.uses_push_sum()
+        )
     if not mode.receives or not sources:
         return []
     await exchange.wait_gossip(sources, round_)

@@ -24,7 +24,9 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
     targets, sources = exchange.neighbours()
     published = state.published
     if mode.sends and targets and published is not None:
-        await exchange.push(targets, exchange.outgoing(published), round_)
+        await exchange.push(
+            targets, exchange.outgoing(published), round_, push_sum=exchange.uses_push_sum()
+        )
     merged: list[str] = []
     if mode.receives and sources:
         await exchange.wait_for(sources, round_, exchange.options.round_timeout)
