@@ -94,8 +94,8 @@ class NamespaceHost(Protocol):
         """Tell discovery and the peers this node's namespaces, modes and versions now."""
         ...
 
-    def announce_soon(self) -> None:
-        """The same, rate-limited (for version changes)."""
+    def announce_version_soon(self) -> None:
+        """Refresh the discovery beacon only, rate-limited (a model version changed)."""
         ...
 
 
@@ -285,13 +285,14 @@ class Namespace:
     def _announce_model_change(self) -> None:
         """Re-advertise after a model change: at once when this namespace just got its first
         model, so peers learn it sends weights before its first update reaches them (the
-        outbox keeps posts to one peer in order); rate-limited for later versions."""
+        outbox keeps posts to one peer in order); later versions only in the discovery beacon,
+        rate-limited (peers see them as hints, see ``PeerRecord.version_hints``)."""
         has_model = self.learner.state.has_model
         if has_model != self._announced_has_model:
             self._announced_has_model = has_model
             self.node.announce_now()
         else:
-            self.node.announce_soon()
+            self.node.announce_version_soon()
 
     def events(self, maxsize: int = 4096) -> AsyncIterator[Event]:
         """Iterate over this namespace's events from now on (see :mod:`scatterbrained.events`)."""
@@ -478,8 +479,7 @@ class Namespace:
     def peer_version(self, peer_id: str) -> int | None:
         """The model version ``peer_id`` last announced here, or ``None``."""
         record = self.node.peer(peer_id) if peer_id in self._members else None
-        info = record.namespaces.get(self.name) if record is not None else None
-        return info.version if info is not None else None
+        return record.version_in(self.name) if record is not None else None
 
     def peer_has_model(self, peer_id: str) -> bool:
         """True when member ``peer_id`` announced a model here (it can use weights sent)."""
@@ -637,6 +637,7 @@ class Namespace:
             payload = [bytes(p) for p in body.payload]
             return None if self._raw.put(self._members[record.id], payload) else "queue_full"
         if isinstance(body, ModelUpdate):
+            record.hint_version(self.name, body.version)
             self.learner.on_update(record.id, record.weights_mode_in(self.name), body)
             return None  # counted by the learner (UpdateReceived / UpdateDropped)
         if isinstance(body, ModelRequest):

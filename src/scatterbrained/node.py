@@ -147,8 +147,8 @@ class Node:
         self._namespaces: dict[str, Namespace] = {}
         self._tasks = TaskSet(f"node {self.id}")
         self._outbox: Outbox | None = None
-        self._announce_handle: asyncio.TimerHandle | None = None
-        self._last_announce = -1e9
+        self._beacon_handle: asyncio.TimerHandle | None = None
+        self._last_beacon = -1e9
         self._membership = Membership(
             self,
             self.peers,
@@ -231,9 +231,9 @@ class Node:
         logger.info("node %s aborted", self.id)
 
     async def _shut_down(self) -> None:
-        if self._announce_handle is not None:
-            self._announce_handle.cancel()
-            self._announce_handle = None
+        if self._beacon_handle is not None:
+            self._beacon_handle.cancel()
+            self._beacon_handle = None
         await self._tasks.close()
         assert self._discovery is not None and self._transport is not None
         self._discovery.announce(None)
@@ -380,22 +380,34 @@ class Node:
         """Tell discovery and the greeted peers this node's namespaces, modes and versions."""
         if not self._started or self._closing:
             return
-        if self._announce_handle is not None:
-            self._announce_handle.cancel()
-            self._announce_handle = None
-        self._last_announce = time.monotonic()
+        if self._beacon_handle is not None:
+            self._beacon_handle.cancel()
+            self._beacon_handle = None
+        self._last_beacon = time.monotonic()
         self._membership.tell_peers()
 
-    def announce_soon(self) -> None:
-        """:meth:`announce_now`, at most once per :data:`ANNOUNCE_INTERVAL_S` (trailing)."""
-        if not self._started or self._closing or self._announce_handle is not None:
+    def announce_version_soon(self) -> None:
+        """Refresh the discovery beacon (a model version changed), at most once per
+        :data:`ANNOUNCE_INTERVAL_S` (trailing).
+
+        Only the beacon: a version alone is not worth a Hello to every peer (O(N^2) messages
+        in a federation of N); peers take it from beacons, updates and the next Hellos.
+        """
+        if not self._started or self._closing or self._beacon_handle is not None:
             return
-        wait = self._last_announce + ANNOUNCE_INTERVAL_S - time.monotonic()
+        wait = self._last_beacon + ANNOUNCE_INTERVAL_S - time.monotonic()
         if wait <= 0:
-            self.announce_now()
+            self._announce_beacon()
             return
         loop = asyncio.get_running_loop()
-        self._announce_handle = loop.call_later(wait, self.announce_now)
+        self._beacon_handle = loop.call_later(wait, self._announce_beacon)
+
+    def _announce_beacon(self) -> None:
+        self._beacon_handle = None
+        if not self._started or self._closing:
+            return
+        self._last_beacon = time.monotonic()
+        self._membership.announce()
 
     def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
         """The namespaces this node shows to others (OFFLINE ones are silent)."""

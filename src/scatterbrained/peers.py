@@ -38,6 +38,9 @@ class PeerRecord:
         public_key: its CurveZMQ public key (Z85) or ``None``.
         session: its current session id.
         namespaces: namespace name -> what it told us (mode, model version), from its Hello.
+        version_hints: namespace name -> a newer model version seen since in its beacons
+            (same session) or updates. Hints only rank peers for ``sync_model``; a version
+            change alone is not worth a Hello to every peer (that would be O(N^2) messages).
         last_seen: monotonic time of the last sign of life (seconds).
         greeted: True once it proved it receives at its address: a Hello from it echoed
             the challenge this node sent there (see :class:`~scatterbrained.wire.Hello`).
@@ -51,6 +54,7 @@ class PeerRecord:
     public_key: str | None = None
     session: int = 0
     namespaces: dict[str, NamespaceInfo] = field(default_factory=dict)
+    version_hints: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0
     greeted: bool = False
     challenge_in: int = 0
@@ -63,6 +67,18 @@ class PeerRecord:
     def identity(self, namespace: str) -> Identity:
         """The peer as an :class:`Identity` in ``namespace``."""
         return Identity(self.id, namespace, self.host, self.port)
+
+    def version_in(self, namespace: str) -> int | None:
+        """The newest model version known for ``namespace`` (Hello or hint), or ``None``."""
+        info = self.namespaces.get(namespace)
+        if info is None:
+            return None
+        return max(info.version, self.version_hints.get(namespace, -1))
+
+    def hint_version(self, namespace: str, version: int) -> None:
+        """Note a version seen in a beacon or an update (only for namespaces it is in)."""
+        if namespace in self.namespaces and version > self.version_hints.get(namespace, -1):
+            self.version_hints[namespace] = version
 
     def weights_mode_in(self, namespace: str) -> OperatingMode | None:
         """The peer's mode as far as weights go: without a model it sends none."""
@@ -209,6 +225,10 @@ class PeerTable:
         """Update a record from a Hello; return the namespaces whose state changed."""
         before = dict(record.namespaces)
         record.namespaces = {info.name: info for info in hello.namespaces}
+        if session > record.session:
+            record.version_hints.clear()  # a restart: its versions start over
+        for name in [n for n in record.version_hints if n not in record.namespaces]:
+            del record.version_hints[name]
         record.public_key = hello.public_key or record.public_key
         record.session = max(record.session, session)
         record.challenge_in = hello.challenge or record.challenge_in
