@@ -45,6 +45,7 @@ DEFAULT_MAX_NODES = 256
 _MAX_PARAM = 500
 _ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 _ENV_LOCK = threading.Lock()
+_EXPERIMENT_LOCK = threading.Lock()
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
@@ -78,6 +79,22 @@ def _open_client(client_class: Any, uri: str) -> Any:
         finally:
             os.environ.pop(_ALLOW_FILE_STORE, None)
     return client
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when missing (once per process: two loggers of
+    one process never create it twice; the file store has no lock across processes)."""
+    with _EXPERIMENT_LOCK:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except Exception:  # created meanwhile by another process: use that one
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
 
 class MLflowLogger:
@@ -144,10 +161,7 @@ class MLflowLogger:
         from mlflow.entities import Param
 
         client = _open_client(self._client_class, self.tracking_uri)
-        found = client.get_experiment_by_name(self.experiment)
-        experiment_id = (
-            found.experiment_id if found is not None else client.create_experiment(self.experiment)
-        )
+        experiment_id = _experiment_id(client, self.experiment)
         if len(nodes) == 1 and not self.aggregate:
             self._single = nodes[0]
         name = self.run_name or self._single
