@@ -87,3 +87,49 @@ def test_a_config_file_taken_as_the_flag_value_is_one_clear_error(
         "config file"
     ]
     assert not (tmp_path / "run").exists()
+
+
+NODE_MODULE = """
+import torch
+from scatterbrained.sim.datasets import ArrayLoader, load_digits
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+def data():
+    d = load_digits()
+    train = ArrayLoader(d.x_train[:64], d.y_train[:64], 32, seed=0)
+    return train, ArrayLoader(d.x_test[:64], d.y_test[:64], 32)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_node_exports_its_epochs_under_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    read_tensorboard: Callable[[Path], dict[str, Any]],
+    read_mlflow: Callable[..., dict[str, dict[str, Any]]],
+    torch_ready: None,
+) -> None:
+    (tmp_path / "lonely.py").write_text(NODE_MODULE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # --model/--data modules and runs/ are found here
+    argv = [
+        *("node", "-n", "Lonely", "--id", "solo", "--host", "127.0.0.1", "--discovery", "off"),
+        *("--model", "lonely:model", "--data", "lonely:data", "--epochs", "2", "--no-serve"),
+        *("--tensorboard", "--mlflow"),
+    ]
+
+    code = main(argv)
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    printed = [line for line in out.splitlines() if line.startswith("epoch ")]
+    accuracies = [float(line.split("val_acc ")[1].split()[0]) for line in printed]
+    tb = read_tensorboard(tmp_path / "runs" / "tensorboard")
+    ml = read_mlflow((tmp_path / "runs" / "mlruns").as_uri(), "Lonely")
+    assert set(tb) == set(ml) == {"solo"}
+    assert ml["solo"]["accuracy"] == list(enumerate(accuracies, start=1))
+    assert ml["solo"]["_status"] == "FINISHED"
+    assert tb["solo"]["accuracy"] == [(e, float(np.float32(a))) for e, a in ml["solo"]["accuracy"]]
