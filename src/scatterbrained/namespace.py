@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._tasks import Pulse
 from .errors import ConfigurationError, ModeError, PeerTimeoutError, ScatterbrainedError
 from .events import EpochDone, Event, EventBus, ModelChanged, ModeSwitched, PeerJoined, PeerLeft
+from .export.feed import EpochFeed
 from .federation.modes import ModeController, ModeSwitch
 from .federation.policies import Policy, PolicyState, as_policy
 from .history import History
@@ -40,6 +41,7 @@ from .wire.messages import (
 
 if TYPE_CHECKING:
     from .adapters.architecture import FactoryRegistry
+    from .export.base import MetricsLogger
 
 __all__ = ["Namespace", "NamespaceHost", "PeerEvent"]
 
@@ -417,14 +419,38 @@ class Namespace:
         return self.learner.epochs_done
 
     async def train(
-        self, epochs: int, trainloader: Any, validloader: Any = None, **kw: Any
+        self,
+        epochs: int,
+        trainloader: Any,
+        validloader: Any = None,
+        *,
+        loggers: Sequence[MetricsLogger] = (),
+        **kw: Any,
     ) -> History:
         """Train locally for ``epochs`` epochs while federating; see ``Learner.train``.
+
+        Args:
+            epochs: local epochs to run now.
+            trainloader: iterable of ``(inputs, targets)`` batches.
+            validloader: optional iterable of batches evaluated after each epoch.
+            loggers: metrics loggers (``scatterbrained.export.TensorBoardLogger``,
+                ``MLflowLogger``, ...) that receive each epoch's record, in a background
+                thread; their failures are logged, never raised. They are flushed when
+                ``train`` returns and stay open (close them yourself, e.g. with ``with``).
+            **kw: further options of ``Learner.train`` (``share_every``).
 
         Returns:
             The history of every epoch trained in this namespace so far.
         """
-        await self.learner.train(epochs, trainloader, validloader, **kw)
+        if not loggers:
+            await self.learner.train(epochs, trainloader, validloader, **kw)
+            return self.history
+        async with EpochFeed(loggers) as feed:
+            unsubscribe = self.subscribe(feed.on_event)
+            try:
+                await self.learner.train(epochs, trainloader, validloader, **kw)
+            finally:
+                unsubscribe()
         return self.history
 
     async def serve(self, duration: float | None = None) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 import click
 
 from ..errors import ConfigurationError
+from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
+from .export_options import export_lines, export_options, make_loggers
 
 __all__ = ["keys", "load_object", "node", "peers"]
 
@@ -79,6 +81,7 @@ def load_object(spec: str) -> Any:
 @click.option("--allow", multiple=True, help="Allowed peer public key or .pub file (repeat).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Resume/save here.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
+@export_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
 
@@ -143,7 +146,6 @@ async def _run_node(o: dict[str, Any]) -> None:
     from ..federation.aggregation import aggregator_from_spec
     from ..federation.policies import policy_from_spec
     from ..federation.topology import topology_from_spec
-    from ..node import Node
 
     keypair, allowed = _keys_and_allowed(o["key_file"], o["allow"])
     topology = topology_from_spec(o["topology"])
@@ -157,6 +159,23 @@ async def _run_node(o: dict[str, Any]) -> None:
     if o["policy"]:
         ns_options["policy"] = policy_from_spec(o["policy"])
     model = _call_factory(o["model_spec"]) if o["model_spec"] else None
+    loggers = make_loggers(
+        o["tensorboard"], o["mlflow"], Path("runs"), run_name=None, experiment=o["namespace"]
+    )
+    with SafeLoggers(loggers):  # closed (runs ended, files flushed) when the node stops
+        await _serve_node(o, model, ns_options, keypair, allowed, loggers)
+
+
+async def _serve_node(
+    o: dict[str, Any],
+    model: Any,
+    ns_options: dict[str, Any],
+    keypair: Any,
+    allowed: Any,
+    loggers: list[Any],
+) -> None:
+    from ..node import Node
+
     async with Node(
         o["node_id"],
         o["host"],
@@ -174,12 +193,14 @@ async def _run_node(o: dict[str, Any]) -> None:
                 click.echo(f"model synced (version {ns.version})")
             if o["data_spec"]:
                 trainloader, validloader = _loaders(_call_factory(o["data_spec"]))
-                history = await ns.train(o["epochs"], trainloader, validloader)
+                history = await ns.train(o["epochs"], trainloader, validloader, loggers=loggers)
                 for record in history:
                     click.echo(
                         f"epoch {record.epoch}: loss {record.train_loss:.4f} "
                         f"val_acc {record.val_accuracy} merged {list(record.merged_from)}"
                     )
+                for line in export_lines(loggers):
+                    click.echo(line)
             if o["serve"]:
                 click.echo("serving (Ctrl-C to stop)")
                 await ns.serve()

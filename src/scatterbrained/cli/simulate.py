@@ -12,8 +12,9 @@ from ..federation.topology import check_node_ids, topology_from_spec
 from ..sim.config import SimConfig, load_config
 from ..sim.datasets import default_fashion_mnist_root
 from ..sim.experiment import node_id
-from ..sim.runner import RunResult, run_simulation
+from ..sim.runner import RunResult, default_out, run_simulation
 from ._deps import require_torch
+from .export_options import export_lines, export_options, make_loggers, pop_export_flags
 from .progress import LiveProgress, print_summary
 
 __all__ = ["demo", "demo_config", "simulate"]
@@ -138,16 +139,33 @@ def check_runnable(config: SimConfig) -> None:
     require_torch(f"the simulator's model {config.model!r}")
 
 
-def _run(config: SimConfig) -> RunResult:
+def _run(config: SimConfig, exports: tuple[str | None, str | None] = (None, None)) -> RunResult:
     check_runnable(config)
+    if any(flag is not None for flag in exports) and not config.out:
+        config = config.replace(out=str(default_out()))  # the exports' defaults go inside
+    loggers = _export_loggers(config, exports)
     with LiveProgress(config) as progress:
-        result = run_simulation(config, on_epoch=progress.epoch, on_status=progress.status)
+        result = run_simulation(
+            config, on_epoch=progress.epoch, on_status=progress.status, loggers=loggers
+        )
     print_summary(result)
+    for line in export_lines(loggers):
+        click.echo(line)
     return result
+
+
+def _export_loggers(config: SimConfig, exports: tuple[str | None, str | None]) -> list[Any]:
+    """The ``--tensorboard`` / ``--mlflow`` loggers; their defaults go into the run folder."""
+    if all(flag is None for flag in exports):
+        return []
+    out = Path(config.out or default_out())
+    params = {k: v for k, v in config.to_json().items() if k != "out"}
+    return make_loggers(*exports, out, run_name=out.name, params=params)
 
 
 @click.command()
 @_with_overrides
+@export_options
 def demo(**overrides: Any) -> None:
     """Run the demo federation (no arguments needed).
 
@@ -164,7 +182,8 @@ def demo(**overrides: Any) -> None:
             "using scikit-learn digits"
         )
     nodes = overrides.get("nodes") or 16
-    _run(_apply_overrides(demo_config(dataset, nodes), overrides))
+    exports = pop_export_flags(overrides)
+    _run(_apply_overrides(demo_config(dataset, nodes), overrides), exports)
 
 
 @click.command()
@@ -178,6 +197,7 @@ def demo(**overrides: Any) -> None:
 @click.option("--sync/--gossip", default=None, help="Synchronous rounds or asynchronous gossip.")
 @click.option("--centralized/--no-centralized", default=None, help="Train the baseline too.")
 @click.option("--local-only/--no-local-only", default=None, help="Train nodes alone too.")
+@export_options
 def simulate(config_file: Path | None, **overrides: Any) -> None:
     """Run a simulated federation from CONFIG_FILE (TOML) and/or flags.
 
@@ -186,5 +206,6 @@ def simulate(config_file: Path | None, **overrides: Any) -> None:
     to the run folder.
     """
     config = load_config(config_file) if config_file is not None else SimConfig()
+    exports = pop_export_flags(overrides)
     renamed = {k: v for k, v in overrides.items()}
-    _run(_apply_overrides(config, renamed))
+    _run(_apply_overrides(config, renamed), exports)

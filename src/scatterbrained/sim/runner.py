@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..export.base import MetricsLogger, SafeLoggers
 from .config import SimConfig
 from .experiment import Experiment, node_id
 
@@ -59,6 +60,7 @@ def run_simulation(
     *,
     on_epoch: EpochCallback | None = None,
     on_status: Callable[[str], None] | None = None,
+    loggers: Sequence[MetricsLogger] = (),
 ) -> RunResult:
     """Run the simulation ``config`` describes and write its run folder.
 
@@ -66,6 +68,9 @@ def run_simulation(
         config: the experiment.
         on_epoch: called after each epoch with its number and metric rows (progress).
         on_status: called with short status lines ("loading data", "baseline", ...).
+        loggers: metrics loggers (``scatterbrained.export``) that receive each epoch's rows
+            (the ``metrics.jsonl`` lines) as it ends; they are closed when the run ends, and
+            their failures are logged, never raised.
 
     Returns:
         The run's folder, summary, metrics and plot paths.
@@ -85,14 +90,16 @@ def run_simulation(
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
     started = time.monotonic()
     status(f"running {config.nodes} nodes ({config.backend} backend)")
-    if config.backend == "process":
-        from .processes import run_processes
+    with SafeLoggers(loggers) as exports:
+        epoch_done = _also_export(on_epoch, exports)
+        if config.backend == "process":
+            from .processes import run_processes
 
-        rows = run_processes(exp, out, on_epoch)
-    else:
-        from .inprocess import run_in_process
+            rows = run_processes(exp, out, epoch_done)
+        else:
+            from .inprocess import run_in_process
 
-        rows = asyncio.run(run_in_process(exp, out, on_epoch))
+            rows = asyncio.run(run_in_process(exp, out, epoch_done))
     wall = time.monotonic() - started
     _write_jsonl(out / "metrics.jsonl", rows)
     centralized = local_only = None
@@ -192,6 +199,19 @@ def _plots(
         exp.ids, edges, modes, out / "topology.png", title=f"Topology: {config.topology}", dead=dead
     )
     return accuracy, topology
+
+
+def _also_export(on_epoch: EpochCallback | None, exports: SafeLoggers) -> EpochCallback | None:
+    """``on_epoch`` that also hands the rows to the metrics loggers (when there are any)."""
+    if not exports:
+        return on_epoch
+
+    def epoch_done(epoch: int, rows: list[dict[str, Any]]) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, rows)
+        exports.log_epoch(epoch, rows)
+
+    return epoch_done
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
