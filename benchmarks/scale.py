@@ -1,8 +1,8 @@
-"""Wall time and peak memory of 16, 64 and 256 simulated nodes in one process.
+"""Wall time and peak memory of 16, 64, 256 and 1,000 simulated nodes in one process.
 
 Run from the repository root (the package importable, e.g. ``PYTHONPATH=src``)::
 
-    python benchmarks/scale.py [--sizes 16,64,256] [--epochs 3] [--model logreg]
+    python benchmarks/scale.py [--sizes 16,64,256,1000] [--epochs 3] [--model logreg]
                                [--timeout 900] [--out DIR]
     python benchmarks/scale.py --one 64        # one size, in this process (used internally)
 
@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SIZES = (16, 64, 256)
+DEFAULT_SIZES = (16, 64, 256, 1000)
 MODELS = ("logreg", "mlp")
 
 logger = logging.getLogger("scale")
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topology": "random-regular:k=4",
         "sync": True,
         "out": None if args.out is None else str(args.out),
-        "sizes": sizes,
+        "runs": sizes,
     }
     print(json.dumps(result))
     return 0
