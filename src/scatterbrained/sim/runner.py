@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import SimConfig
+from .custom import save_npz
+from .datasets import Dataset
 from .experiment import Experiment, node_id
 
 __all__ = ["RunResult", "run_simulation", "summarize"]
@@ -78,10 +80,14 @@ def run_simulation(
     _set_threads(config.threads)
     out = Path(config.out) if config.out else default_out()
     config = config.replace(out=str(out))
-    status(f"loading {config.dataset}")
+    status(f"loading {_dataset_label(config)}")
     exp = Experiment.load(config)  # a missing dataset fails before the run folder exists
     exp.build_model()  # and so does a model that cannot be built (e.g. torch missing)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(config.dataset, Dataset):  # in-memory data: config.json points to a copy
+        saved = save_npz(config.dataset, out / "dataset.npz").resolve()
+        config = config.replace(dataset=str(saved))
+        exp.config = config
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
     started = time.monotonic()
     status(f"running {config.nodes} nodes ({config.backend} backend)")
@@ -192,6 +198,11 @@ def _plots(
         exp.ids, edges, modes, out / "topology.png", title=f"Topology: {config.topology}", dead=dead
     )
     return accuracy, topology
+
+
+def _dataset_label(config: SimConfig) -> str:
+    source = config.dataset
+    return f"in-memory dataset {source.name!r}" if isinstance(source, Dataset) else source
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
