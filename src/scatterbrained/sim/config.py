@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["BACKENDS", "FaultEvent", "SimConfig", "load_config"]
+__all__ = ["BACKENDS", "FaultEvent", "SimConfig", "config_keys", "load_config"]
 
 #: How nodes are run: all in one process over the in-memory transport, all in one process
 #: over real loopback ZeroMQ, or one OS process per node (ZeroMQ + UDP loopback discovery).
@@ -77,7 +78,8 @@ class SimConfig:
         policies: per-node policies, ``{"0": "leech-until:samples=500"}``.
         attacks: per-node Byzantine attacks, ``{"3": "sign-flip:scale=10"}`` (see
             :mod:`scatterbrained.federation.attacks`; memory and zmq backends).
-        faults: scheduled faults.
+        faults: scheduled faults, ``[{epoch = 5, node = 3, action = "kill"}]`` (actions
+            ``kill``, ``restart``, ``pause``, ``resume``; see :class:`FaultEvent`).
         churn_rate: probability per node and epoch of a random kill (restarted 2 epochs later).
         drop_rate: fraction of messages dropped (memory backend).
         delay_ms: delay of every message in milliseconds (memory backend).
@@ -209,6 +211,53 @@ def load_config(path: str | Path) -> SimConfig:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{source} is not valid TOML/JSON: {exc}") from None
     return SimConfig.from_mapping(data)
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """Every key of :class:`SimConfig`, in order: ``(key, default as TOML, description)``.
+
+    The description is the key's entry in the class docstring; an optional key without a
+    default shows ``(unset)``.
+    """
+    docs = _attribute_docs(SimConfig.__doc__ or "")
+    keys = []
+    for item in dataclasses.fields(SimConfig):
+        factory = item.default_factory
+        default: Any = factory() if callable(factory) else item.default
+        keys.append((item.name, _toml_value(default), docs.get(item.name, "")))
+    return keys
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+    return json.dumps(value)  # true/false, numbers, "strings"
+
+
+def _attribute_docs(doc: str) -> dict[str, str]:
+    """``name -> text`` of a Google-style ``Attributes:`` section (continuations joined)."""
+    docs: dict[str, str] = {}
+    current: str | None = None
+    inside = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            inside = True
+            continue
+        if not inside or not stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        name, sep, text = stripped.partition(": ")
+        if sep and indent <= 8 and name.isidentifier():
+            current = name
+            docs[name] = text
+        elif current is not None:
+            docs[current] += " " + stripped
+    return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v.replace("``", "")) for k, v in docs.items()}
 
 
 def _check_ranges(config: SimConfig) -> None:
