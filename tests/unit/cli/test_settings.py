@@ -73,7 +73,7 @@ def test_settings_go_after_flags_and_keep_their_own_faults() -> None:
 def test_a_setting_of_the_wrong_type_is_one_error_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, err = run_main(["simulate", "--set", "lr=fast", "--out", str(tmp_path)], capsys)
+    code, _, err = run_main(["simulate", "--set", "lr=fast", "--out", str(tmp_path)], capsys)
 
     assert code == 2
     assert err.strip().splitlines() == [

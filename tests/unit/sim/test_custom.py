@@ -179,7 +179,9 @@ def test_a_model_factory_gets_the_arguments_it_declares(
     assert all(np.array_equal(first[k].numpy(), second[k].numpy()) for k in first)  # seeded
     with pytest.raises(ConfigurationError, match="needs argument 'width'"):
         build_spec_model(f"{user_module}:needs_width", offered)
-    with pytest.raises(ConfigurationError, match="returned 'a string'; return a torch.nn.Module"):
+    with pytest.raises(
+        ConfigurationError, match=r"returned 'a string'; return a torch\.nn\.Module"
+    ):
         build_spec_model(f"{user_module}:not_a_model", offered)
 
 
