@@ -16,7 +16,7 @@ from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
 from .export_options import export_lines, export_options, make_loggers
 
-__all__ = ["keys", "load_object", "node", "peers"]
+__all__ = ["format_epoch", "keys", "load_object", "node", "peers"]
 
 
 def load_object(spec: str) -> Any:
@@ -80,14 +80,47 @@ def load_object(spec: str) -> Any:
 )
 @click.option("--allow", multiple=True, help="Allowed peer public key or .pub file (repeat).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Resume/save here.")
+@click.option(
+    "--sync/--gossip",
+    default=False,
+    show_default=True,
+    help="Synchronous rounds (wait for the neighbours) or asynchronous gossip.",
+)
+@click.option(
+    "--round-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a synchronous round waits for its neighbours.",
+)
+@click.option(
+    "--share-every",
+    type=click.IntRange(min=1),
+    help="Federate every N optimizer steps (default: once per epoch).",
+)
+@click.option(
+    "--gossip-wait",
+    type=click.FloatRange(min=0),
+    help="Gossip: most seconds to wait for the neighbours' update of a round (default: adaptive).",
+)
+@click.option(
+    "--sync-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Without --model: seconds to wait for a peer to sync the model from (default: no limit).",
+)
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
 @export_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
 
-    With --keys, links are encrypted and only the peers given with --allow may connect.
+    Prints one line per epoch and every mode switch. With --keys, links are encrypted and
+    only the peers given with --allow may connect. Ctrl-C leaves the federation cleanly
+    (peers are told) and exits with status 0.
     """
-    asyncio.run(_run_node(options))
+    try:
+        asyncio.run(_run_node(options))
+    except KeyboardInterrupt:
+        click.echo("stopped (Ctrl-C)")
 
 
 def _keys_and_allowed(key_file: Path | None, allow: tuple[str, ...]) -> tuple[Any, Any]:
@@ -155,6 +188,10 @@ async def _run_node(o: dict[str, Any]) -> None:
         "mode": o["mode"],
         "aggregator": aggregator_from_spec(o["aggregator"]),
         "checkpoint_dir": o["checkpoint_dir"],
+        "sync": o["sync"],
+        "round_timeout": o["round_timeout"],
+        "share_every": o["share_every"],
+        "gossip_wait": o["gossip_wait"],
     }
     if o["policy"]:
         ns_options["policy"] = policy_from_spec(o["policy"])
@@ -187,23 +224,51 @@ async def _serve_node(
     ) as sb_node:
         click.echo(f"node {sb_node.id} listening on {sb_node.address}")
         async with sb_node.namespace(o["namespace"], model, **ns_options) as ns:
+            ns.subscribe(lambda event: _echo_event(event, o["policy"]))
             if model is None:
                 click.echo("no --model: waiting for a peer to sync the model from")
-                await ns.sync_model()
+                await ns.sync_model(timeout=o["sync_timeout"])
                 click.echo(f"model synced (version {ns.version})")
             if o["data_spec"]:
                 trainloader, validloader = _loaders(_call_factory(o["data_spec"]))
-                history = await ns.train(o["epochs"], trainloader, validloader, loggers=loggers)
-                for record in history:
-                    click.echo(
-                        f"epoch {record.epoch}: loss {record.train_loss:.4f} "
-                        f"val_acc {record.val_accuracy} merged {list(record.merged_from)}"
-                    )
+                await ns.train(o["epochs"], trainloader, validloader, loggers=loggers)
                 for line in export_lines(loggers):
                     click.echo(line)
             if o["serve"]:
                 click.echo("serving (Ctrl-C to stop)")
                 await ns.serve()
+
+
+def format_epoch(record: Any) -> str:
+    """One line for an epoch's :class:`~scatterbrained.history.EpochRecord`.
+
+    ``epoch 3: loss 0.4127 val_loss 0.391 val_acc 0.912 mode peer merged n001 n002`` (``-``
+    where there is no value: no validation loader, nothing merged).
+    """
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    merged = " ".join(record.merged_from) or "-"
+    return (
+        f"epoch {record.epoch}: loss {number(record.train_loss, 4)} "
+        f"val_loss {number(record.val_loss, 3)} val_acc {number(record.val_accuracy, 3)} "
+        f"mode {record.mode} merged {merged}"
+    )
+
+
+def _echo_event(event: Any, policy: str | None) -> None:
+    """Print an epoch's line and every mode switch as they happen (a switch made by the
+    policy names it as the user wrote it)."""
+    from ..events import EpochDone, ModeSwitched
+
+    if isinstance(event, EpochDone):
+        click.echo(format_epoch(event.record))
+    elif isinstance(event, ModeSwitched):
+        reason = (
+            f"policy {policy}" if policy and event.reason.startswith("policy ") else event.reason
+        )
+        click.echo(f"mode {event.old} -> {event.new} ({reason})")
 
 
 def _loaders(data: Any) -> tuple[Any, Any]:

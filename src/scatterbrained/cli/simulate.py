@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import ConfigurationError
 from ..federation.topology import check_node_ids, topology_from_spec
-from ..sim.config import SimConfig, load_config
+from ..sim.config import SimConfig, config_keys, load_config
 from ..sim.datasets import default_fashion_mnist_root
 from ..sim.experiment import node_id
 from ..sim.runner import RunResult, default_out, run_simulation
@@ -17,12 +21,23 @@ from ._deps import require_torch
 from .export_options import export_lines, export_options, make_loggers, pop_export_flags
 from .progress import LiveProgress, print_summary
 
-__all__ = ["demo", "demo_config", "simulate"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_CONFIG", "demo", "demo_config", "parse_settings", "simulate"]
+
+#: The config file ``scatterbrained simulate`` reads when it is given none and this file is
+#: in the working folder (``scatterbrained new`` writes one).
+DEFAULT_CONFIG = "scatterbrained.toml"
 
 _OVERRIDES = [
     click.option("--nodes", type=int, help="Number of nodes."),
     click.option("--epochs", type=int, help="Local epochs per node."),
-    click.option("--dataset", help="digits or fashion-mnist."),
+    click.option(
+        "--dataset", help="digits, fashion-mnist, a .npz file, or your loader module:function."
+    ),
     click.option(
         "--topology", help="ring, fully-connected, star, random-regular:k=4, grid:cols=4, ..."
     ),
@@ -107,23 +122,105 @@ def _demo_faults(epochs: int) -> tuple[Any, ...]:
     return (FaultEvent(half, 5, "kill"), FaultEvent(min(half + 2, epochs - 1), 5, "restart"))
 
 
-def _apply_overrides(config: SimConfig, overrides: Mapping[str, Any]) -> SimConfig:
-    """Apply command-line flags; per-node settings and faults follow a smaller network."""
+def _apply_overrides(
+    config: SimConfig, overrides: Mapping[str, Any], settings: Mapping[str, Any] | None = None
+) -> SimConfig:
+    """Apply command-line flags, then ``--set`` settings.
+
+    Per-node settings and faults of the file follow a smaller network (those given with
+    ``--set`` are taken as they are and validated).
+    """
     changes = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None
     }
-    if not changes:
+    settings = dict(settings or {})
+    if not changes and not settings:
         return config
-    data = {**config.to_json(), **changes}
-    nodes, epochs = int(data["nodes"]), int(data["epochs"])
+    data = {**config.to_json(), **changes, **settings}
+    nodes, epochs = data["nodes"], data["epochs"]
+    if not (isinstance(nodes, int) and isinstance(epochs, int)):
+        return SimConfig.from_mapping(data)  # the wrong type, said by the validation
     for table in ("modes", "policies", "attacks"):
-        data[table] = {k: v for k, v in data[table].items() if k.isdigit() and int(k) < nodes}
-    data["faults"] = [
-        {**fault, "epoch": min(int(fault["epoch"]), epochs)}
-        for fault in data["faults"]
-        if int(fault["node"]) < nodes
-    ]
+        if table not in settings and isinstance(data[table], Mapping):
+            data[table] = {k: v for k, v in data[table].items() if _index_below(k, nodes)}
+    if "faults" not in settings:
+        data["faults"] = [
+            {**fault, "epoch": min(int(fault["epoch"]), epochs)}
+            for fault in data["faults"]
+            if int(fault["node"]) < nodes
+        ]
     return SimConfig.from_mapping(data)
+
+
+def _index_below(key: str, nodes: int) -> bool:
+    return key.isdigit() and int(key) < nodes
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``--set KEY=VALUE`` items; VALUE is a TOML value (a bare word is a string).
+
+    ``none`` unsets an optional key (``--set train_limit=none``).
+
+    Raises:
+        ConfigurationError: an item without ``=``, or a key SimConfig does not have (with
+            the closest keys).
+    """
+    keys = [name for name, _, _ in config_keys()]
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or not name:
+            raise ConfigurationError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.01 (see --list-keys)"
+            )
+        if name not in keys:
+            close = difflib.get_close_matches(name, keys, n=3)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise ConfigurationError(
+                f"--set {item!r}: unknown config key {key!r}; {hint}(--list-keys lists every key)"
+            )
+        settings[name] = _toml_value(raw.strip())
+    return settings
+
+
+def _toml_value(raw: str) -> Any:
+    if raw.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word: digits, runs/x, mymodule:make_model
+
+
+def _list_keys(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--list-keys``: print every config key with its default and meaning, then exit."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo("Every config key (TOML file, or --set KEY=VALUE; `-` and `_` are the same):\n")
+    width = max(len(f"{name} = {default}") for name, default, _ in config_keys()) + 2
+    width = min(width, 40)
+    for name, default, text in config_keys():
+        head = f"  {name} = {default}"
+        lines = textwrap.wrap(text, 96 - width) or [""]
+        if len(head) >= width:
+            click.echo(head)
+            head = ""
+        click.echo(f"{head:<{width}}{lines[0]}")
+        for line in lines[1:]:
+            click.echo(f"{'':<{width}}{line}")
+    ctx.exit(0)
+
+
+def _config_file(given: Path | None) -> Path | None:
+    """The config file to read: the one given, else ./scatterbrained.toml when it exists."""
+    if given is not None:
+        return given
+    default = Path(DEFAULT_CONFIG)
+    if default.is_file():
+        click.echo(f"config: {default} (found in the working folder)")
+        return default
+    return None
 
 
 def check_runnable(config: SimConfig) -> None:
@@ -186,26 +283,54 @@ def demo(**overrides: Any) -> None:
     _run(_apply_overrides(demo_config(dataset, nodes), overrides), exports)
 
 
-@click.command()
+_SIMULATE_EPILOG = """\b
+Flags override the config file. Only the keys above have a flag of their own; every key
+(lr, batch_size, hidden, round_timeout, faults, modes, policies, ...) can be set with
+--set KEY=VALUE, repeated, VALUE in TOML syntax, applied after the flags:
+  scatterbrained simulate --set lr=0.01 --set batch_size=16
+  scatterbrained simulate --set 'faults=[{epoch=2, node=1, action="kill"}]'
+--list-keys lists every key with its default and meaning.
+
+\b
+Without CONFIG_FILE, ./scatterbrained.toml is read when it exists (scatterbrained new
+writes one), else the defaults are used. Your own model and data: --model mymodule:make_model
+--dataset mymodule:load (see docs/your-own-model.md).
+"""
+
+
+@click.command(epilog=_SIMULATE_EPILOG)
 @click.argument("config_file", required=False, type=click.Path(path_type=Path))
 @_with_overrides
 @click.option("--partition", help="iid, dirichlet:alpha=0.5 or shards:k=2.")
-@click.option("--model", help="mlp, cnn or logreg.")
+@click.option("--model", help="mlp, cnn, logreg, or your factory module:function.")
 @click.option("--aggregator", help="fedavg, mean, median, trimmed-mean:trim=0.1, krum:f=1, ...")
 @click.option("--backend", type=click.Choice(["memory", "zmq", "process"]), help="How nodes run.")
 @click.option("--seed", type=int, help="Seed of everything.")
 @click.option("--sync/--gossip", default=None, help="Synchronous rounds or asynchronous gossip.")
 @click.option("--centralized/--no-centralized", default=None, help="Train the baseline too.")
 @click.option("--local-only/--no-local-only", default=None, help="Train nodes alone too.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set any config key (repeat); VALUE is TOML: --set lr=0.01.",
+)
+@click.option(
+    "--list-keys",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_keys,
+    help="List every config key with its default, and exit.",
+)
 @export_options
-def simulate(config_file: Path | None, **overrides: Any) -> None:
+def simulate(config_file: Path | None, settings: tuple[str, ...], **overrides: Any) -> None:
     """Run a simulated federation from CONFIG_FILE (TOML) and/or flags.
 
-    Every key of the config file (see the README's simulation tutorial) can be given;
-    flags override the file. Writes config.json, metrics.jsonl, summary.json and PNG plots
-    to the run folder.
+    Writes config.json, metrics.jsonl, summary.json and PNG plots to the run folder.
     """
-    config = load_config(config_file) if config_file is not None else SimConfig()
+    path = _config_file(config_file)
+    config = load_config(path) if path is not None else SimConfig()
     exports = pop_export_flags(overrides)
-    renamed = {k: v for k, v in overrides.items()}
-    _run(_apply_overrides(config, renamed), exports)
+    _run(_apply_overrides(config, overrides, parse_settings(settings)), exports)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,15 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..types import OperatingMode
+from .custom import as_dataset, describe, is_spec
+from .datasets import Dataset
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["BACKENDS", "FaultEvent", "SimConfig", "load_config"]
+__all__ = ["BACKENDS", "FaultEvent", "SimConfig", "config_keys", "load_config"]
 
 #: How nodes are run: all in one process over the in-memory transport, all in one process
 #: over real loopback ZeroMQ, or one OS process per node (ZeroMQ + UDP loopback discovery).
@@ -55,11 +58,17 @@ class SimConfig:
     Attributes:
         nodes: number of nodes.
         epochs: local epochs per node.
-        dataset: ``digits`` or ``fashion-mnist``.
+        dataset: ``digits``, ``fashion-mnist``, a loader ``"pkg.module:load"``, an ``.npz``
+            file, or (from Python) in-memory data: a
+            :class:`~scatterbrained.sim.datasets.Dataset` such as ``from_arrays(x, y)``,
+            ``(x, y)`` or ``(x_train, y_train, x_test, y_test)`` (see
+            :mod:`scatterbrained.sim.custom` for the loader's contract).
         train_limit: use only the first N training samples (None = all).
         test_limit: evaluate on the first N test samples (None = all).
         partition: ``iid``, ``dirichlet:alpha=0.5`` or ``shards:k=2``.
-        model: model factory name (``mlp``, ``cnn``, ``logreg``).
+        model: ``mlp``, ``cnn``, ``logreg``, or your factory ``"pkg.module:make_model"``
+            (called with the keywords it declares among ``input_shape``, ``input_dim``,
+            ``num_classes`` and ``hidden``; returns a ``torch.nn.Module``).
         hidden: hidden units of ``mlp``.
         topology: topology spec (``ring``, ``fully-connected``, ``star``,
             ``random-regular:k=4``, ``grid:cols=4``, ...).
@@ -69,7 +78,8 @@ class SimConfig:
         policies: per-node policies, ``{"0": "leech-until:samples=500"}``.
         attacks: per-node Byzantine attacks, ``{"3": "sign-flip:scale=10"}`` (see
             :mod:`scatterbrained.federation.attacks`; memory and zmq backends).
-        faults: scheduled faults.
+        faults: scheduled faults, ``[{epoch = 5, node = 3, action = "kill"}]`` (actions
+            ``kill``, ``restart``, ``pause``, ``resume``; see :class:`FaultEvent`).
         churn_rate: probability per node and epoch of a random kill (restarted 2 epochs later).
         drop_rate: fraction of messages dropped (memory backend).
         delay_ms: delay of every message in milliseconds (memory backend).
@@ -92,7 +102,7 @@ class SimConfig:
 
     nodes: int = 8
     epochs: int = 10
-    dataset: str = "digits"
+    dataset: str | Dataset = "digits"
     train_limit: int | None = None
     test_limit: int | None = None
     partition: str = "dirichlet:alpha=0.5"
@@ -122,14 +132,24 @@ class SimConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dataset, (str, Dataset)):  # (x, y), a tuple of four arrays...
+            seed = self.seed if isinstance(self.seed, int) else 0
+            object.__setattr__(self, "dataset", as_dataset(self.dataset, seed=seed))
         _check_ranges(self)
         _check_faults(self)
         _check_node_tables(self)
         _check_specs(self)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict that :meth:`from_mapping` reads back."""
-        data = dataclasses.asdict(self)
+        """A JSON-serialisable dict that :meth:`from_mapping` reads back.
+
+        In-memory data is only named (``"<in-memory dataset 'custom'>"``), never written out:
+        :func:`~scatterbrained.sim.runner.run_simulation` saves it as ``dataset.npz`` in the
+        run folder and writes that path into ``config.json``.
+        """
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(self.dataset, Dataset):
+            data["dataset"] = f"<in-memory dataset {self.dataset.name!r}>"
         data["faults"] = [dataclasses.asdict(f) for f in self.faults]
         data["modes"] = dict(self.modes)
         data["policies"] = dict(self.policies)
@@ -155,7 +175,7 @@ class SimConfig:
         faults = values.get("faults", ())
         _check(
             isinstance(faults, (list, tuple)),
-            f"faults = {faults!r} is not a list",
+            f"faults = {describe(faults)} is not a list",
             'write faults = [{epoch = 5, node = 3, action = "kill"}]',
         )
         values["faults"] = tuple(_fault(f) for f in faults)
@@ -163,7 +183,7 @@ class SimConfig:
             if table in values:
                 _check(
                     isinstance(values[table], Mapping),
-                    f"{table} = {values[table]!r} is not a table",
+                    f"{table} = {describe(values[table])} is not a table",
                     f'write {table} = {{"3" = "..."}} (node index -> value)',
                 )
                 values[table] = {str(k): str(v) for k, v in values[table].items()}
@@ -171,8 +191,9 @@ class SimConfig:
         return cls(**values)
 
     def replace(self, **changes: Any) -> SimConfig:
-        """A copy with some fields changed (validated again)."""
-        return SimConfig.from_mapping({**self.to_json(), **changes})
+        """A copy with some fields changed (validated again; in-memory data is kept)."""
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return SimConfig.from_mapping({**current, **changes})
 
 
 def load_config(path: str | Path) -> SimConfig:
@@ -190,6 +211,53 @@ def load_config(path: str | Path) -> SimConfig:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{source} is not valid TOML/JSON: {exc}") from None
     return SimConfig.from_mapping(data)
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """Every key of :class:`SimConfig`, in order: ``(key, default as TOML, description)``.
+
+    The description is the key's entry in the class docstring; an optional key without a
+    default shows ``(unset)``.
+    """
+    docs = _attribute_docs(SimConfig.__doc__ or "")
+    keys = []
+    for item in dataclasses.fields(SimConfig):
+        factory = item.default_factory
+        default: Any = factory() if callable(factory) else item.default
+        keys.append((item.name, _toml_value(default), docs.get(item.name, "")))
+    return keys
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+    return json.dumps(value)  # true/false, numbers, "strings"
+
+
+def _attribute_docs(doc: str) -> dict[str, str]:
+    """``name -> text`` of a Google-style ``Attributes:`` section (continuations joined)."""
+    docs: dict[str, str] = {}
+    current: str | None = None
+    inside = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            inside = True
+            continue
+        if not inside or not stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        name, sep, text = stripped.partition(": ")
+        if sep and indent <= 8 and name.isidentifier():
+            current = name
+            docs[name] = text
+        elif current is not None:
+            docs[current] += " " + stripped
+    return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v.replace("``", "")) for k, v in docs.items()}
 
 
 def _check_ranges(config: SimConfig) -> None:
@@ -274,10 +342,17 @@ def _check_specs(config: SimConfig) -> None:
     aggregator_from_spec(config.aggregator)
     parse_partition_spec(config.partition)
     _check(
-        config.model.strip().lower() in MODEL_FACTORIES,
+        config.model.strip().lower() in MODEL_FACTORIES or is_spec(config.model),
         f"unknown model {config.model!r}",
-        f"use one of {', '.join(MODEL_FACTORIES)}",
+        f"use one of {', '.join(MODEL_FACTORIES)}, or your own factory as module:function "
+        '(e.g. model = "mymodel:make_model")',
     )
+    if isinstance(config.dataset, str) and ":" in config.dataset:
+        _check(
+            is_spec(config.dataset),
+            f"dataset = {config.dataset!r} is not module:function",
+            'write e.g. dataset = "mydata:load" (a function in mydata.py returning the data)',
+        )
     _check_mode("mode", config.mode)
     for key, mode in config.modes.items():
         _check_mode(f'modes."{key}"', mode)
@@ -359,7 +434,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "churn_rate": (int, float),
     "drop_rate": (int, float),
     "delay_ms": (int, float),
-    "dataset": (str,),
     "partition": (str,),
     "model": (str,),
     "topology": (str,),
@@ -380,6 +454,6 @@ def _check_types(values: Mapping[str, Any]) -> None:
         ok = isinstance(value, expected) and not (bool not in expected and isinstance(value, bool))
         _check(
             ok,
-            f"{name} = {value!r} has the wrong type",
+            f"{name} = {describe(value)} has the wrong type",
             f"expected {' or '.join(t.__name__ for t in expected)}",
         )

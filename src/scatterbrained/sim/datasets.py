@@ -100,6 +100,13 @@ class Dataset:
         ):
             _check_split(self.name, split, x, y, self.input_shape, self.num_classes)
 
+    def __repr__(self) -> str:
+        """Names the arrays by shape, never dumps them (error messages quote datasets)."""
+        return (
+            f"<Dataset {self.name!r}: train {self.x_train.shape} {self.x_train.dtype}, "
+            f"test {self.x_test.shape}, {self.num_classes} classes>"
+        )
+
     @property
     def input_dim(self) -> int:
         """Number of input features of one sample (the product of ``input_shape``)."""

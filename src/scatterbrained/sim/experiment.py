@@ -20,6 +20,14 @@ from ..federation.attacks import Attack, attack_from_spec
 from ..federation.policies import policy_from_spec
 from ..federation.topology import Topology, topology_from_spec
 from .config import SimConfig
+from .custom import (
+    build_spec_model,
+    import_root,
+    is_spec,
+    load_npz,
+    load_spec_dataset,
+    model_arguments,
+)
 from .datasets import ArrayLoader, Dataset, load_dataset
 from .partition import partition
 
@@ -57,10 +65,7 @@ class Experiment:
             DatasetNotFoundError: the dataset's files are missing (says how to install them).
             ConfigurationError: more nodes than samples, a bad partition spec, ...
         """
-        kwargs: dict[str, Any] = {}
-        if config.dataset.replace("_", "-").lower() == "fashion-mnist":
-            kwargs = {"train_limit": config.train_limit, "test_limit": config.test_limit}
-        dataset = load_dataset(config.dataset, **kwargs)
+        dataset = _load_data(config)
         if config.train_limit is not None and len(dataset.y_train) > config.train_limit:
             dataset = _cut(dataset, config.train_limit, None)
         if config.test_limit is not None and len(dataset.y_test) > config.test_limit:
@@ -105,10 +110,20 @@ class Experiment:
         """The shared test set, in order."""
         return ArrayLoader(self.dataset.x_test, self.dataset.y_test, batch_size=512, shuffle=False)
 
+    def import_roots(self) -> list[str]:
+        """Folders another process needs on ``sys.path`` for the config's ``module:function``
+        model and dataset (the ``process`` backend hands them to its workers)."""
+        specs = [v for v in (self.config.model, self.config.dataset) if is_spec(v)]
+        roots = [import_root(str(spec)) for spec in specs]
+        return sorted({root for root in roots if root is not None})
+
     def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the model factory for this dataset."""
+        """Keyword arguments of the model factory for this dataset (for a ``module:function``
+        factory: everything offered, see :data:`~scatterbrained.sim.custom.MODEL_ARGUMENTS`)."""
         shape = self.dataset.input_shape
         classes = self.dataset.num_classes
+        if is_spec(self.config.model):
+            return model_arguments(shape, classes, self.config.hidden)
         name = self.config.model.lower()
         if name == "mlp":
             return {
@@ -129,6 +144,8 @@ class Experiment:
 
     def build_model(self) -> Any:
         """A fresh model; every node starts from the same seeded initial weights."""
+        if is_spec(self.config.model):
+            return build_spec_model(self.config.model, self.model_kwargs(), self.config.seed)
         from .models import build_model
 
         return build_model(self.config.model, seed=self.config.seed, **self.model_kwargs())
@@ -181,6 +198,22 @@ class Experiment:
     def local_only_accuracies(self) -> list[float]:
         """Each node's test accuracy when trained alone on its shard."""
         return [_train_alone(self, part, seed_offset=i + 1) for i, part in enumerate(self.parts)]
+
+
+def _load_data(config: SimConfig) -> Dataset:
+    """The config's dataset: in memory, a ``module:function`` loader, an ``.npz`` file or a
+    registered name."""
+    source = config.dataset
+    if isinstance(source, Dataset):
+        return source
+    if is_spec(source):
+        return load_spec_dataset(source, seed=config.seed)
+    if source.strip().lower().endswith(".npz"):
+        return load_npz(source)
+    kwargs: dict[str, Any] = {}
+    if source.replace("_", "-").lower() == "fashion-mnist":
+        kwargs = {"train_limit": config.train_limit, "test_limit": config.test_limit}
+    return load_dataset(source, **kwargs)
 
 
 def _train_alone(exp: Experiment, indices: np.ndarray, seed_offset: int) -> float:

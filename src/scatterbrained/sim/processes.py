@@ -204,8 +204,9 @@ def plan_faults(config: SimConfig) -> FaultPlan:
 class _Worker:
     """A worker process, its files and its state in the run."""
 
-    def __init__(self, index: int, out: Path) -> None:
+    def __init__(self, index: int, out: Path, paths: tuple[str, ...] = ()) -> None:
         self.index = index
+        self.paths = paths  # for the config's module:function model and dataset
         self.id = node_id(index)
         self.out = out
         self.metrics = out / "nodes" / f"{self.id}.jsonl"
@@ -218,6 +219,9 @@ class _Worker:
         """Start the worker (after a restart: from its checkpoint, at network epoch ``epoch``)."""
         self.wait_file.unlink(missing_ok=True)  # a report of the last life is no report
         env = dict(os.environ, SCATTERBRAINED_DISCOVERY="loopback", PYTHONUNBUFFERED="1")
+        if self.paths:  # the user's modules, wherever this process imported them from
+            known = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+            env["PYTHONPATH"] = os.pathsep.join([*self.paths, os.getcwd(), *known])
         command = [sys.executable, "-m", "scatterbrained.sim.worker", str(self.out / "config.json")]
         command += [str(self.index), "--epoch", str(epoch), "--runner-pid", str(os.getpid())]
         if restart:
@@ -302,7 +306,7 @@ def run_processes(
             to acknowledge a fault) or the run exceeded its budget; every worker is killed.
         ProcessRunError: a worker exited when it should not have.
     """
-    run = _Run(exp.config, out, on_epoch)
+    run = _Run(exp.config, out, on_epoch, tuple(exp.import_roots()))
     try:
         run.run()
     finally:
@@ -320,6 +324,7 @@ class _Run:
         config: SimConfig,
         out: Path,
         on_epoch: Callable[[int, list[dict[str, Any]]], None] | None,
+        paths: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.out = out
@@ -327,7 +332,7 @@ class _Run:
         self.plan = plan_faults(config)
         self.marks = self.plan.events()
         self.status = [self.plan.status(i) for i in range(config.nodes)]
-        self.workers = [_Worker(i, out) for i in range(config.nodes)]
+        self.workers = [_Worker(i, out, paths) for i in range(config.nodes)]
         self.reported = 0
         self._next_progress = 0.0
         fault_gates = len(self.plan.steps) + 1

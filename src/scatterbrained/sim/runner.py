@@ -18,6 +18,8 @@ from typing import Any
 
 from ..export.base import MetricsLogger, SafeLoggers
 from .config import SimConfig
+from .custom import save_npz
+from .datasets import Dataset
 from .experiment import Experiment, node_id
 
 __all__ = ["RunResult", "run_simulation", "summarize"]
@@ -83,10 +85,14 @@ def run_simulation(
     _set_threads(config.threads)
     out = Path(config.out) if config.out else default_out()
     config = config.replace(out=str(out))
-    status(f"loading {config.dataset}")
+    status(f"loading {_dataset_label(config)}")
     exp = Experiment.load(config)  # a missing dataset fails before the run folder exists
     exp.build_model()  # and so does a model that cannot be built (e.g. torch missing)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(config.dataset, Dataset):  # in-memory data: config.json points to a copy
+        saved = save_npz(config.dataset, out / "dataset.npz").resolve()
+        config = config.replace(dataset=str(saved))
+        exp.config = config
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
     started = time.monotonic()
     status(f"running {config.nodes} nodes ({config.backend} backend)")
@@ -212,6 +218,11 @@ def _also_export(on_epoch: EpochCallback | None, exports: SafeLoggers) -> EpochC
         exports.log_epoch(epoch, rows)
 
     return epoch_done
+
+
+def _dataset_label(config: SimConfig) -> str:
+    source = config.dataset
+    return f"in-memory dataset {source.name!r}" if isinstance(source, Dataset) else source
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -37,7 +37,8 @@ def squash(text: str) -> str:
 @pytest.mark.parametrize(
     ("argv", "mentions"),
     [
-        ([], ["demo", "simulate", "node", "peers", "keys", "--verbose", "--version"]),
+        ([], ["demo", "simulate", "node", "peers", "keys", "new", "--verbose", "--version"]),
+        (["new"], ["NAME", "model.py", "data.py", "scatterbrained.toml"]),
         (["demo"], ["--nodes", "--epochs", "--dataset", "--topology", "--out", "n005"]),
         (
             ["simulate"],
@@ -52,6 +53,9 @@ def squash(text: str) -> str:
                 "--sync / --gossip",
                 "--centralized / --no-centralized",
                 "--local-only",
+                "--set KEY=VALUE",
+                "--list-keys",
+                "scatterbrained.toml",
             ],
         ),
         (
@@ -67,6 +71,11 @@ def squash(text: str) -> str:
                 "--keys",
                 "--allow",
                 "--checkpoint-dir",
+                "--sync / --gossip",
+                "--round-timeout",
+                "--share-every",
+                "--gossip-wait",
+                "--sync-timeout",
                 "--serve / --no-serve",
             ],
         ),
