@@ -13,6 +13,7 @@ import click
 
 from ..errors import ConfigurationError
 from ._deps import is_missing_torch, missing_torch
+from .dashboard import dashboard_options, namespace_dashboard
 
 __all__ = ["keys", "load_object", "node", "peers"]
 
@@ -79,10 +80,12 @@ def load_object(spec: str) -> Any:
 @click.option("--allow", multiple=True, help="Allowed peer public key or .pub file (repeat).")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Resume/save here.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
+@dashboard_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
 
     With --keys, links are encrypted and only the peers given with --allow may connect.
+    With --dashboard, a live page on 127.0.0.1 shows this node, its peers and its curves.
     """
     asyncio.run(_run_node(options))
 
@@ -167,7 +170,10 @@ async def _run_node(o: dict[str, Any]) -> None:
         discovery_scope=o["discovery"],
     ) as sb_node:
         click.echo(f"node {sb_node.id} listening on {sb_node.address}")
-        async with sb_node.namespace(o["namespace"], model, **ns_options) as ns:
+        async with (
+            sb_node.namespace(o["namespace"], model, **ns_options) as ns,
+            namespace_dashboard(ns, o["dashboard"], o["dashboard_port"], o["epochs"]),
+        ):
             if model is None:
                 click.echo("no --model: waiting for a peer to sync the model from")
                 await ns.sync_model()

@@ -12,8 +12,9 @@ from ..federation.topology import check_node_ids, topology_from_spec
 from ..sim.config import SimConfig, load_config
 from ..sim.datasets import default_fashion_mnist_root
 from ..sim.experiment import node_id
-from ..sim.runner import RunResult, run_simulation
+from ..sim.runner import RunResult, default_out, run_simulation
 from ._deps import require_torch
+from .dashboard import dashboard_options, run_dashboard, serve_until_interrupted
 from .progress import LiveProgress, print_summary
 
 __all__ = ["demo", "demo_config", "simulate"]
@@ -138,24 +139,30 @@ def check_runnable(config: SimConfig) -> None:
     require_torch(f"the simulator's model {config.model!r}")
 
 
-def _run(config: SimConfig) -> RunResult:
+def _run(config: SimConfig, dashboard: bool = False, dashboard_port: int = 0) -> RunResult:
     check_runnable(config)
-    with LiveProgress(config) as progress:
-        result = run_simulation(config, on_epoch=progress.epoch, on_status=progress.status)
-    print_summary(result)
+    if dashboard:  # the run folder is chosen now, so that the dashboard can follow it
+        config = config.replace(out=config.out or str(default_out()))
+    with run_dashboard(Path(config.out or "."), dashboard, dashboard_port) as server:
+        with LiveProgress(config) as progress:
+            result = run_simulation(config, on_epoch=progress.epoch, on_status=progress.status)
+        print_summary(result)
+        if server is not None:
+            serve_until_interrupted(server.url)
     return result
 
 
 @click.command()
 @_with_overrides
-def demo(**overrides: Any) -> None:
+@dashboard_options
+def demo(dashboard: bool, dashboard_port: int, **overrides: Any) -> None:
     """Run the demo federation (no arguments needed).
 
     16 nodes on Fashion-MNIST when it is installed (else scikit-learn digits), a random
     4-regular topology, Dirichlet(0.5) label skew, node n000 starting LEECHING under a
     policy, and node n005 killed halfway and restarted two epochs later. Prints live
     progress, then a summary, the centralized baseline and the paths of the run folder and
-    plots.
+    plots. With --dashboard, a live page shows the run (and stays up until Ctrl-C).
     """
     dataset = overrides.pop("dataset", None)
     if dataset is None and not fashion_mnist_available():
@@ -164,7 +171,7 @@ def demo(**overrides: Any) -> None:
             "using scikit-learn digits"
         )
     nodes = overrides.get("nodes") or 16
-    _run(_apply_overrides(demo_config(dataset, nodes), overrides))
+    _run(_apply_overrides(demo_config(dataset, nodes), overrides), dashboard, dashboard_port)
 
 
 @click.command()
@@ -178,13 +185,17 @@ def demo(**overrides: Any) -> None:
 @click.option("--sync/--gossip", default=None, help="Synchronous rounds or asynchronous gossip.")
 @click.option("--centralized/--no-centralized", default=None, help="Train the baseline too.")
 @click.option("--local-only/--no-local-only", default=None, help="Train nodes alone too.")
-def simulate(config_file: Path | None, **overrides: Any) -> None:
+@dashboard_options
+def simulate(
+    config_file: Path | None, dashboard: bool, dashboard_port: int, **overrides: Any
+) -> None:
     """Run a simulated federation from CONFIG_FILE (TOML) and/or flags.
 
     Every key of the config file (see the README's simulation tutorial) can be given;
     flags override the file. Writes config.json, metrics.jsonl, summary.json and PNG plots
-    to the run folder.
+    to the run folder. With --dashboard, a live page shows the run (and stays up until
+    Ctrl-C).
     """
     config = load_config(config_file) if config_file is not None else SimConfig()
     renamed = {k: v for k, v in overrides.items()}
-    _run(_apply_overrides(config, renamed))
+    _run(_apply_overrides(config, renamed), dashboard, dashboard_port)
