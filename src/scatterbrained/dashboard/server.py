@@ -187,6 +187,11 @@ class DashboardThread:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._main, name="dashboard", daemon=True)
 
+    @property
+    def running(self) -> bool:
+        """True while the server's thread runs."""
+        return self._thread.is_alive()
+
     def __enter__(self) -> DashboardThread:
         """Start serving; returns once the server listens.
 
