@@ -1,10 +1,11 @@
 """The live dashboard in a real browser during a real 16-node simulation.
 
 `scatterbrained simulate CONFIG --dashboard` runs 16 nodes (memory backend, digits) with a
-kill and a policy mode switch; headless Chromium (Debian's ``chromium`` and
+kill, a policy mode switch and a pause; headless Chromium (Debian's ``chromium`` and
 ``chromium-driver``, driven by Selenium with explicit paths: nothing downloads a browser)
-opens the printed URL while the run goes. The page must show 16 nodes, the killed node
-marked, the switched node's new mode and an accuracy curve that grows while the run goes.
+opens the printed URL while the run goes. The page must show 16 nodes, the killed and the
+paused node marked, the switched node's new mode and an accuracy curve that grows while the
+run goes.
 A screenshot is saved to the test's folder (and to ``$SB_ARTIFACTS`` when set).
 """
 
@@ -28,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 EPOCHS = 12
-KILLED, SWITCHED = "n005", "n003"
+KILLED, SWITCHED, PAUSED = "n005", "n003", "n007"
 CONFIG = f"""
 nodes = 16
 epochs = {EPOCHS}
 dataset = "digits"
 topology = "random-regular:k=4"
 policies = {{"3" = "after-epochs:epochs=3,then=seeding"}}
-faults = [{{epoch = 4, node = 5, action = "kill"}}]
+faults = [{{epoch = 4, node = 5, action = "kill"}}, {{epoch = 8, node = 7, action = "pause"}}]
 """
 #: What the test reads from the page (DOM attributes the page keeps for scripts and tests).
 PAGE_STATE = """
@@ -176,6 +177,8 @@ def test_dashboard_shows_a_live_16_node_run_with_a_kill_and_a_mode_switch(
     assert len(nodes) == 16 and final["curves"] == 16
     assert nodes[KILLED]["state"] == "killed" and nodes[KILLED]["badge"] == "killed"
     assert sum(n["state"] == "killed" for n in nodes.values()) == 1
+    assert nodes[PAUSED]["state"] == "paused" and nodes[PAUSED]["badge"] == "paused"
+    assert nodes[PAUSED]["mode"] == "offline"
     assert nodes[SWITCHED]["mode"] == "seeding"
     assert any(f"{SWITCHED} mode peer \u2192 seeding" in line for line in final["log"])
     assert any(f"{KILLED} killed" in line for line in final["log"])

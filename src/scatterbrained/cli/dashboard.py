@@ -59,9 +59,9 @@ def run_dashboard(folder: Path, enabled: bool, port: int) -> Iterator[Any]:
 
 def serve_until_interrupted(url: str) -> None:
     """Keep the process (and its dashboard thread) up until Ctrl-C; returns normally then."""
-    click.echo(f"the run is over; the dashboard stays at {url} (Ctrl-C to stop)")
     forever = threading.Event()
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C right after the line counts too
+        click.echo(f"the run is over; the dashboard stays at {url} (Ctrl-C to stop)")
         while not forever.wait(3600):
             pass
 

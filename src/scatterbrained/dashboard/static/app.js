@@ -201,12 +201,12 @@ function drawTopology(ids) {
       "data-mode": n.mode || "", "data-state": st }, svg);
     el("title", {}, g).textContent = `${id}: ${n.mode || "?"}, ${st}, accuracy ${fmt(n.lastAcc)}`;
     el("circle", { cx: x, cy: y, r, fill: modeColor(n.mode) }, g);
-    if (r >= 12) el("text", { class: "id", x, y: y + 3.5 }, g).textContent = id;
     if (st === "killed") {
       const d = r * 0.75;
       line(g, [x - d, y - d], [x + d, y + d], { class: "cross" });
       line(g, [x - d, y + d], [x + d, y - d], { class: "cross" });
     }
+    if (r >= 12) el("text", { class: "id", x, y: y + 3.5 }, g).textContent = id;
     if (st !== "alive") {
       const out = y >= c ? y + r + 13 : y - r - 6;
       el("text", { class: "badge", x, y: out }, g).textContent = st;
