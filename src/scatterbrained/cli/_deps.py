@@ -1,10 +1,18 @@
-"""Optional dependencies of the command line: one clear error when PyTorch is missing."""
+"""Optional dependencies of the command line: one clear error when PyTorch or aiohttp is
+missing."""
 
 from __future__ import annotations
 
 from ..errors import ConfigurationError
 
-__all__ = ["TORCH_INSTALL", "is_missing_torch", "missing_torch", "require_torch"]
+__all__ = [
+    "DASHBOARD_INSTALL",
+    "TORCH_INSTALL",
+    "is_missing_torch",
+    "missing_torch",
+    "require_aiohttp",
+    "require_torch",
+]
 
 #: How to install the optional PyTorch dependency.
 TORCH_INSTALL = "pip install 'scatterbrained[torch]'"
@@ -36,3 +44,22 @@ def require_torch(what: str) -> None:
         import torch  # noqa: F401
     except ImportError as exc:
         raise missing_torch(what, exc) from None
+
+
+#: How to install the optional dashboard dependency (aiohttp).
+DASHBOARD_INSTALL = "pip install 'scatterbrained[dashboard]'"
+
+
+def require_aiohttp(what: str) -> None:
+    """Import aiohttp, or fail with one line saying how to install it.
+
+    Raises:
+        ConfigurationError: aiohttp cannot be imported.
+    """
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{what} needs aiohttp, which cannot be imported ({exc}); install it with "
+            f"{DASHBOARD_INSTALL}"
+        ) from None

@@ -15,6 +15,7 @@ from ..errors import ConfigurationError
 from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
 from .export_options import export_lines, export_options, make_loggers
+from .dashboard import dashboard_options, namespace_dashboard
 
 __all__ = ["format_epoch", "keys", "load_object", "node", "peers"]
 
@@ -110,12 +111,14 @@ def load_object(spec: str) -> Any:
 )
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
 @export_options
+@dashboard_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
 
     Prints one line per epoch and every mode switch. With --keys, links are encrypted and
-    only the peers given with --allow may connect. Ctrl-C leaves the federation cleanly
-    (peers are told) and exits with status 0.
+    only the peers given with --allow may connect. With --dashboard, a live page on
+    127.0.0.1 shows this node, its peers and its curves. Ctrl-C leaves the federation
+    cleanly (peers are told) and exits with status 0.
     """
     try:
         asyncio.run(_run_node(options))
@@ -223,7 +226,10 @@ async def _serve_node(
         discovery_scope=o["discovery"],
     ) as sb_node:
         click.echo(f"node {sb_node.id} listening on {sb_node.address}")
-        async with sb_node.namespace(o["namespace"], model, **ns_options) as ns:
+        async with (
+            sb_node.namespace(o["namespace"], model, **ns_options) as ns,
+            namespace_dashboard(ns, o["dashboard"], o["dashboard_port"], o["epochs"]),
+        ):
             ns.subscribe(lambda event: _echo_event(event, o["policy"]))
             if model is None:
                 click.echo("no --model: waiting for a peer to sync the model from")

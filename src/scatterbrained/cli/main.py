@@ -14,6 +14,7 @@ import click
 
 from ..errors import ScatterbrainedError
 from .commands import keys, node, peers
+from .dashboard import dashboard
 from .new import new
 from .simulate import demo, simulate
 
@@ -38,6 +39,7 @@ cli.add_command(node)
 cli.add_command(peers)
 cli.add_command(keys)
 cli.add_command(new)
+cli.add_command(dashboard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

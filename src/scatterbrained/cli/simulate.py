@@ -19,6 +19,7 @@ from ..sim.experiment import node_id
 from ..sim.runner import RunResult, default_out, run_simulation
 from ._deps import require_torch
 from .export_options import export_lines, export_options, make_loggers, pop_export_flags
+from .dashboard import dashboard_options, run_dashboard, serve_until_interrupted
 from .progress import LiveProgress, print_summary
 
 if sys.version_info >= (3, 11):
@@ -236,18 +237,27 @@ def check_runnable(config: SimConfig) -> None:
     require_torch(f"the simulator's model {config.model!r}")
 
 
-def _run(config: SimConfig, exports: tuple[str | None, str | None] = (None, None)) -> RunResult:
+def _run(
+    config: SimConfig,
+    exports: tuple[str | None, str | None] = (None, None),
+    dashboard: bool = False,
+    dashboard_port: int = 0,
+) -> RunResult:
     check_runnable(config)
-    if any(flag is not None for flag in exports) and not config.out:
-        config = config.replace(out=str(default_out()))  # the exports' defaults go inside
+    if (dashboard or any(flag is not None for flag in exports)) and not config.out:
+        # the run folder is chosen now: the dashboard follows it, the exports go inside
+        config = config.replace(out=str(default_out()))
     loggers = _export_loggers(config, exports)
-    with LiveProgress(config) as progress:
-        result = run_simulation(
-            config, on_epoch=progress.epoch, on_status=progress.status, loggers=loggers
-        )
-    print_summary(result)
-    for line in export_lines(loggers):
-        click.echo(line)
+    with run_dashboard(Path(config.out or "."), dashboard, dashboard_port) as server:
+        with LiveProgress(config) as progress:
+            result = run_simulation(
+                config, on_epoch=progress.epoch, on_status=progress.status, loggers=loggers
+            )
+        print_summary(result)
+        for line in export_lines(loggers):
+            click.echo(line)
+        if server is not None:
+            serve_until_interrupted(server.url)
     return result
 
 
@@ -263,14 +273,15 @@ def _export_loggers(config: SimConfig, exports: tuple[str | None, str | None]) -
 @click.command()
 @_with_overrides
 @export_options
-def demo(**overrides: Any) -> None:
+@dashboard_options
+def demo(dashboard: bool, dashboard_port: int, **overrides: Any) -> None:
     """Run the demo federation (no arguments needed).
 
     16 nodes on Fashion-MNIST when it is installed (else scikit-learn digits), a random
     4-regular topology, Dirichlet(0.5) label skew, node n000 starting LEECHING under a
     policy, and node n005 killed halfway and restarted two epochs later. Prints live
     progress, then a summary, the centralized baseline and the paths of the run folder and
-    plots.
+    plots. With --dashboard, a live page shows the run (and stays up until Ctrl-C).
     """
     dataset = overrides.pop("dataset", None)
     if dataset is None and not fashion_mnist_available():
@@ -280,7 +291,8 @@ def demo(**overrides: Any) -> None:
         )
     nodes = overrides.get("nodes") or 16
     exports = pop_export_flags(overrides)
-    _run(_apply_overrides(demo_config(dataset, nodes), overrides), exports)
+    config = _apply_overrides(demo_config(dataset, nodes), overrides)
+    _run(config, exports, dashboard, dashboard_port)
 
 
 _SIMULATE_EPILOG = """\b
@@ -325,12 +337,21 @@ writes one), else the defaults are used. Your own model and data: --model mymodu
     help="List every config key with its default, and exit.",
 )
 @export_options
-def simulate(config_file: Path | None, settings: tuple[str, ...], **overrides: Any) -> None:
+@dashboard_options
+def simulate(
+    config_file: Path | None,
+    settings: tuple[str, ...],
+    dashboard: bool,
+    dashboard_port: int,
+    **overrides: Any,
+) -> None:
     """Run a simulated federation from CONFIG_FILE (TOML) and/or flags.
 
-    Writes config.json, metrics.jsonl, summary.json and PNG plots to the run folder.
+    Writes config.json, metrics.jsonl, live.jsonl, summary.json and PNG plots to the run
+    folder. With --dashboard, a live page shows the run (and stays up until Ctrl-C).
     """
     path = _config_file(config_file)
     config = load_config(path) if path is not None else SimConfig()
     exports = pop_export_flags(overrides)
-    _run(_apply_overrides(config, overrides, parse_settings(settings)), exports)
+    config = _apply_overrides(config, overrides, parse_settings(settings))
+    _run(config, exports, dashboard, dashboard_port)

@@ -1,7 +1,8 @@
 """Run a simulation end to end and write its run folder.
 
 A run folder holds ``config.json`` (everything needed to reproduce the run),
-``metrics.jsonl`` (one line per node per epoch), ``summary.json``, ``accuracy.png`` and
+``metrics.jsonl`` (one line per node per epoch), ``live.jsonl`` (the same rows written while
+the run goes, for the dashboard), ``summary.json``, ``accuracy.png`` and
 ``topology.png``.
 """
 
@@ -21,6 +22,7 @@ from .config import SimConfig
 from .custom import save_npz
 from .datasets import Dataset
 from .experiment import Experiment, node_id
+from .live import LIVE_FILE, LiveLog, run_title, topology_edges
 
 __all__ = ["RunResult", "run_simulation", "summarize"]
 
@@ -94,10 +96,12 @@ def run_simulation(
         config = config.replace(dataset=str(saved))
         exp.config = config
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    live = _start_live_log(exp, out)
+    report = _live_epochs(exp, live, on_epoch)
     started = time.monotonic()
     status(f"running {config.nodes} nodes ({config.backend} backend)")
     with SafeLoggers(loggers) as exports:
-        epoch_done = _also_export(on_epoch, exports)
+        epoch_done = _also_export(report, exports)
         if config.backend == "process":
             from .processes import run_processes
 
@@ -117,6 +121,7 @@ def run_simulation(
         local_only = exp.local_only_accuracies()
     summary = summarize(config, rows, wall, centralized, local_only)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    live.end(summary)
     status("drawing plots")
     plots = _plots(exp, rows, out, centralized)
     return RunResult(out, summary, rows, plots)
@@ -179,6 +184,29 @@ def summarize(
         summary["honest_mean_accuracy"] = sum(honest) / len(honest) if honest else None
         summary["honest_min_accuracy"] = min(honest) if honest else None
     return summary
+
+
+def _start_live_log(exp: Experiment, out: Path) -> LiveLog:
+    """Open ``live.jsonl`` (what ``scatterbrained dashboard`` follows) with its run record."""
+    config = exp.config
+    live = LiveLog(out / LIVE_FILE)
+    modes = {n: exp.mode_of(i) for i, n in enumerate(exp.ids)}
+    edges = topology_edges(exp.topology(), exp.ids, 0)
+    data = config.to_json()
+    live.start(exp.ids, modes, edges, epochs=config.epochs, title=run_title(data), config=data)
+    return live
+
+
+def _live_epochs(exp: Experiment, live: LiveLog, on_epoch: EpochCallback | None) -> EpochCallback:
+    """``on_epoch`` that also appends the epoch to the live log (edges over the live nodes)."""
+
+    def report(epoch: int, rows: list[dict[str, Any]]) -> None:
+        alive = [r["node"] for r in rows if r.get("alive")]
+        live.epoch(epoch, rows, topology_edges(exp.topology(), alive, epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, rows)
+
+    return report
 
 
 def _plots(
