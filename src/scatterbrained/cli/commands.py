@@ -14,8 +14,8 @@ import click
 from ..errors import ConfigurationError
 from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
-from .export_options import export_lines, export_options, make_loggers
 from .dashboard import dashboard_options, namespace_dashboard
+from .export_options import export_lines, export_options, make_loggers
 
 __all__ = ["format_epoch", "keys", "load_object", "node", "peers"]
 

@@ -18,8 +18,8 @@ from ..sim.datasets import default_fashion_mnist_root
 from ..sim.experiment import node_id
 from ..sim.runner import RunResult, default_out, run_simulation
 from ._deps import require_torch
-from .export_options import export_lines, export_options, make_loggers, pop_export_flags
 from .dashboard import dashboard_options, run_dashboard, serve_until_interrupted
+from .export_options import export_lines, export_options, make_loggers, pop_export_flags
 from .progress import LiveProgress, print_summary
 
 if sys.version_info >= (3, 11):
