@@ -89,6 +89,10 @@ def run_simulation(
         from .processes import run_processes
 
         rows = run_processes(exp, out, on_epoch)
+    elif config.backend == "ray":
+        from .ray_backend import run_ray
+
+        rows = run_ray(exp, out, on_epoch)
     else:
         from .inprocess import run_in_process
 
