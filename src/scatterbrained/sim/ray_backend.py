@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -271,9 +272,9 @@ class _RayRun(GatedRun):
         for worker in self.actors:  # each greets the ones before it; they greet it back
             worker.launch(self.addresses(), restart=False, epoch=0)
             self._wait(
-                lambda w=worker: w.address is not None,
+                partial(_has_address, worker),
                 START_TIMEOUT_S,
-                lambda w=worker: f"actor {w.id} to start its node",
+                partial(str, f"actor {worker.id} to start its node"),
             )
 
     def _gather(self, calls: list[tuple[_ActorWorker, Any]]) -> list[tuple[_ActorWorker, Any]]:
@@ -338,3 +339,7 @@ class _RayRun(GatedRun):
                 except Exception as exc:  # pragma: no cover - Ray already gone
                     logger.debug("could not kill actor %s: %s", worker.id, exc)
                 worker.actor = None
+
+
+def _has_address(worker: _ActorWorker) -> bool:
+    return worker.address is not None

@@ -296,7 +296,8 @@ def test_a_waiting_worker_gives_up_when_the_run_stops(tmp_path: Path) -> None:
     (tmp_path / "nodes").mkdir()
 
     async def scenario() -> None:
-        passage = asyncio.create_task(Gate(FileLink(tmp_path, "n001"), FakeNamespace(), "peer").passage(0))
+        gate = Gate(FileLink(tmp_path, "n001"), FakeNamespace(), "peer")
+        passage = asyncio.create_task(gate.passage(0))
         await until_reported(tmp_path, 0, "arrived")
         (tmp_path / "stop").touch()
         await passage
@@ -310,7 +311,8 @@ def test_a_waiting_worker_gives_up_when_its_runner_is_gone(tmp_path: Path) -> No
     gone = -1  # no process has this id: the runner died, the worker was handed to another
 
     with pytest.raises(RunnerGone):
-        asyncio.run(Gate(FileLink(tmp_path, "n001", runner=gone), FakeNamespace(), "peer").passage(0))
+        gate = Gate(FileLink(tmp_path, "n001", runner=gone), FakeNamespace(), "peer")
+        asyncio.run(gate.passage(0))
 
 
 # ------------------------------------------------------------------ files
