@@ -91,7 +91,7 @@ def _connect(ray: Any, config: SimConfig) -> bool:
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if config.ray_address is None:
         cpus = math.ceil(config.nodes * config.ray_num_cpus_per_node)
-        options.update(num_cpus=max(os.cpu_count() or 1, cpus), _node_ip_address="127.0.0.1")
+        options.update(num_cpus=max(os.cpu_count() or 1, cpus))
         if config.ray_num_gpus_per_node == 0:
             options["num_gpus"] = 0
     else:
