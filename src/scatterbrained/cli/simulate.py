@@ -229,12 +229,17 @@ def check_runnable(config: SimConfig) -> None:
 
     Raises:
         ConfigurationError: the topology names node ids that no simulated node has
-            (they are ``n000``, ``n001``, ...), or PyTorch is not installed.
+            (they are ``n000``, ``n001``, ...), or PyTorch (or, for the ``ray`` backend,
+            Ray) is not installed.
     """
     ids = [node_id(i) for i in range(config.nodes)]
     topology = topology_from_spec(config.topology)
     check_node_ids(topology, ids, name=f"topology = {config.topology!r}")
     require_torch(f"the simulator's model {config.model!r}")
+    if config.backend == "ray":
+        from ..sim.ray_actors import require_ray
+
+        require_ray()
 
 
 def _run(
@@ -316,7 +321,12 @@ writes one), else the defaults are used. Your own model and data: --model mymodu
 @click.option("--partition", help="iid, dirichlet:alpha=0.5 or shards:k=2.")
 @click.option("--model", help="mlp, cnn, logreg, or your factory module:function.")
 @click.option("--aggregator", help="fedavg, mean, median, trimmed-mean:trim=0.1, krum:f=1, ...")
-@click.option("--backend", type=click.Choice(["memory", "zmq", "process"]), help="How nodes run.")
+@click.option(
+    "--backend", type=click.Choice(["memory", "zmq", "process", "ray"]), help="How nodes run."
+)
+@click.option(
+    "--ray-address", help="Ray cluster for --backend ray (e.g. auto); unset: a local instance."
+)
 @click.option("--seed", type=int, help="Seed of everything.")
 @click.option("--sync/--gossip", default=None, help="Synchronous rounds or asynchronous gossip.")
 @click.option("--centralized/--no-centralized", default=None, help="Train the baseline too.")

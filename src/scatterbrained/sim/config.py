@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -29,8 +30,9 @@ else:  # pragma: no cover
 __all__ = ["BACKENDS", "FaultEvent", "SimConfig", "config_keys", "load_config"]
 
 #: How nodes are run: all in one process over the in-memory transport, all in one process
-#: over real loopback ZeroMQ, or one OS process per node (ZeroMQ + UDP loopback discovery).
-BACKENDS = ("memory", "zmq", "process")
+#: over real loopback ZeroMQ, one OS process per node (ZeroMQ + UDP loopback discovery), or
+#: one Ray actor per node (ZeroMQ + bootstrap lists; a local Ray instance or a cluster).
+BACKENDS = ("memory", "zmq", "process", "ray")
 FAULT_ACTIONS = ("kill", "restart", "pause", "resume")
 
 
@@ -83,7 +85,7 @@ class SimConfig:
         churn_rate: probability per node and epoch of a random kill (restarted 2 epochs later).
         drop_rate: fraction of messages dropped (memory backend).
         delay_ms: delay of every message in milliseconds (memory backend).
-        backend: ``memory``, ``zmq`` or ``process``.
+        backend: ``memory``, ``zmq``, ``process`` or ``ray`` (see ``docs/ray.md``).
         sync: synchronous rounds (reproducible in the memory backend) instead of gossip.
         round_timeout: seconds a round waits for neighbours.
         share_every: federate every this many optimizer steps instead of once per epoch.
@@ -97,7 +99,11 @@ class SimConfig:
         centralized: also train one model on all the data as a baseline.
         local_only: also train every node alone as a baseline.
         out: run folder (created; default ``runs/<timestamp>``).
-        threads: torch threads per process.
+        threads: torch threads per process (per Ray actor).
+        ray_address: the Ray cluster to run on (``ray`` backend), e.g. ``"auto"`` or
+            ``"10.0.0.5:6379"``; unset: a local Ray instance started (and stopped) by the run.
+        ray_num_cpus_per_node: CPUs Ray reserves for each node's actor (fractions are fine).
+        ray_num_gpus_per_node: GPUs Ray reserves for each node's actor (fractions are fine).
     """
 
     nodes: int = 8
@@ -130,6 +136,9 @@ class SimConfig:
     local_only: bool = False
     out: str | None = None
     threads: int = 1
+    ray_address: str | None = None
+    ray_num_cpus_per_node: float = 1.0
+    ray_num_gpus_per_node: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, (str, Dataset)):  # (x, y), a tuple of four arrays...
@@ -278,6 +287,7 @@ def _check_ranges(config: SimConfig) -> None:
         "fix gossip_wait",
     )
     _check(config.lr > 0, f"lr must be > 0, got {config.lr}", "fix lr")
+    _check_ray(config)
     _check(config.round_timeout > 0, "round_timeout must be > 0 s", "fix round_timeout")
     for name in ("batch_size", "threads", "hidden"):
         value = getattr(config, name)
@@ -296,6 +306,21 @@ def _check_ranges(config: SimConfig) -> None:
         f"sync = true cannot be combined with share_every = {config.share_every}: nodes with "
         "different shard sizes run different numbers of rounds and stall for round_timeout",
         "set sync = false (gossip) to share every few steps, or leave share_every out",
+    )
+
+
+def _check_ray(config: SimConfig) -> None:
+    for name in ("ray_num_cpus_per_node", "ray_num_gpus_per_node"):
+        value = getattr(config, name)
+        _check(
+            value >= 0 and math.isfinite(value),
+            f"{name} must be a number >= 0, got {value}",
+            f"fix {name} (fractions such as 0.5 are fine)",
+        )
+    _check(
+        config.ray_address is None or config.ray_address.strip() != "",
+        "ray_address is empty",
+        'leave it out for a local Ray instance, or write ray_address = "auto" or "host:6379"',
     )
 
 
@@ -417,7 +442,7 @@ _UNSET_MEANS = {
     "share_every": "share once per epoch",
     "gossip_wait": "adaptive",
 }
-_OPTIONAL = ("out", "share_every", "train_limit", "test_limit", "gossip_wait")
+_OPTIONAL = ("out", "share_every", "train_limit", "test_limit", "gossip_wait", "ray_address")
 _TYPES: dict[str, tuple[type, ...]] = {
     "train_limit": (int,),
     "test_limit": (int,),
@@ -434,6 +459,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "churn_rate": (int, float),
     "drop_rate": (int, float),
     "delay_ms": (int, float),
+    "ray_num_cpus_per_node": (int, float),
+    "ray_num_gpus_per_node": (int, float),
+    "ray_address": (str,),
     "partition": (str,),
     "model": (str,),
     "topology": (str,),

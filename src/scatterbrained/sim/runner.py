@@ -106,6 +106,10 @@ def run_simulation(
             from .processes import run_processes
 
             rows = run_processes(exp, out, epoch_done)
+        elif config.backend == "ray":
+            from .ray_backend import run_ray
+
+            rows = run_ray(exp, out, epoch_done)
         else:
             from .inprocess import run_in_process
 

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ScatterbrainedError
 from ..types import OperatingMode
@@ -33,12 +33,15 @@ __all__ = [
     "CATCH_UP",
     "FAULTS",
     "GO",
+    "FileLink",
     "Gate",
     "RunnerGone",
+    "RunnerLink",
     "gate_path",
     "main",
     "plan_path",
     "read_json",
+    "run_node",
     "run_worker",
     "wait_path",
     "write_atomically",
@@ -94,27 +97,109 @@ class RunnerGone(Exception):
     """The runner asked everyone to stop, or died: the worker exits without finishing."""
 
 
-class Gate:
-    """A worker's side of the runner's gates.
+class RunnerLink(Protocol):
+    """How a worker and its runner talk: files (:class:`FileLink`) or Ray actor calls.
+
+    Every method is quick and never blocks on the network; the worker polls :meth:`gate`.
+    """
+
+    def gate(self) -> dict[str, Any]:
+        """The runner's gate: ``{"epoch", "phase", "pause", "resume", "catch_up"}``.
+
+        Raises:
+            RunnerGone: the run stopped, or the runner is gone.
+        """
+        ...
+
+    def report(self, report: dict[str, Any]) -> None:
+        """Tell the runner where the worker is (``epoch``, ``stage``, ``mode``, ``peers``)."""
+        ...
+
+    def started(self, address: str) -> None:
+        """The node runs and listens at ``address`` (``tcp://host:port``)."""
+        ...
+
+    def row(self, row: dict[str, Any]) -> None:
+        """One metrics row: the node trained network epoch ``row["epoch"]``."""
+        ...
+
+    def done(self) -> None:
+        """The node trained its last epoch (it keeps serving until :meth:`stopped`)."""
+        ...
+
+    def stopped(self) -> bool:
+        """True once the runner says every node is done, or the runner is gone."""
+        ...
+
+    def final(self, result: dict[str, Any]) -> None:
+        """The accuracy and loss of the model the node holds when the run ends."""
+        ...
+
+
+class FileLink:
+    """The process backend's :class:`RunnerLink`: files in the run folder.
 
     Args:
         out: the run folder.
-        ns: the worker's namespace.
-        mode: the node's configured mode (restored when it resumes).
+        node: the node's id.
         runner: the runner's process id (default: this process's parent now); a worker
             whose runner is gone stops waiting.
     """
 
-    def __init__(self, out: Path, ns: Any, mode: str, runner: int | None = None) -> None:
+    def __init__(self, out: Path, node: str, runner: int | None = None) -> None:
         self.out = out
+        self.node = node
+        self._runner = os.getppid() if runner is None else runner
+
+    def gate(self) -> dict[str, Any]:
+        """``gate.json``, or "no gate yet" while the runner has written none."""
+        if self.stopped():
+            raise RunnerGone
+        return read_json(gate_path(self.out)) or {"epoch": -1, "phase": FAULTS}
+
+    def report(self, report: dict[str, Any]) -> None:
+        """Write ``nodes/<id>.wait.json`` with this process's id (a report of this life)."""
+        text = json.dumps({"pid": os.getpid(), **report})
+        write_atomically(wait_path(self.out, self.node), text)
+
+    def started(self, address: str) -> None:
+        """Nothing to do: process workers find each other by UDP discovery."""
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Append the row to ``nodes/<id>.jsonl``."""
+        _append(self.out / "nodes" / f"{self.node}.jsonl", row)
+
+    def done(self) -> None:
+        """Create ``nodes/<id>.done``."""
+        (self.out / "nodes" / f"{self.node}.done").touch()
+
+    def stopped(self) -> bool:
+        """The runner created ``stop``, or it died (this process was handed to another)."""
+        return (self.out / "stop").exists() or os.getppid() != self._runner
+
+    def final(self, result: dict[str, Any]) -> None:
+        """Write ``nodes/<id>.final.json``."""
+        write_atomically(self.out / "nodes" / f"{self.node}.final.json", json.dumps(result))
+
+
+class Gate:
+    """A worker's side of the runner's gates.
+
+    Args:
+        link: how the worker talks to its runner.
+        ns: the worker's namespace.
+        mode: the node's configured mode (restored when it resumes).
+    """
+
+    def __init__(self, link: RunnerLink, ns: Any, mode: str) -> None:
+        self.link = link
         self.ns = ns
         self.mode = OperatingMode.parse(mode)
         self.id: str = ns.node.id
-        self._runner = os.getppid() if runner is None else runner
         self._reported: tuple[Any, ...] | None = None
 
     def _report(self, epoch: int, stage: str) -> None:
-        """Write the wait file when what it says changed.
+        """Report when what the report says changed.
 
         It says where the node is (``epoch``, ``stage``), its mode and model version, and
         how it sees each peer: ``{"n001": [mode, version]}`` as the peer last announced them.
@@ -128,14 +213,12 @@ class Gate:
         if state == self._reported:
             return
         self._reported = state
-        report = {"pid": os.getpid(), "epoch": epoch, "stage": stage}
+        report: dict[str, Any] = {"epoch": epoch, "stage": stage}
         report.update(mode=ns.mode.value, version=ns.version, peers=peers)
-        write_atomically(wait_path(self.out, self.id), json.dumps(report))
+        self.link.report(report)
 
     def _gate(self) -> dict[str, Any]:
-        if (self.out / "stop").exists() or os.getppid() != self._runner:
-            raise RunnerGone
-        return read_json(gate_path(self.out)) or {"epoch": -1, "phase": FAULTS}
+        return self.link.gate()
 
     async def passage(self, epoch: int, catch_up: bool = False) -> int:
         """Wait at the gate after ``epoch`` until it opens; return the epoch to go on from.
@@ -191,7 +274,7 @@ async def run_worker(
     start_epoch: int = 0,
     runner: int | None = None,
 ) -> None:
-    """Run node ``index`` of ``config`` from network epoch ``start_epoch`` to the last one.
+    """Run node ``index`` of ``config`` as a process worker (files, UDP loopback discovery).
 
     Args:
         config: the run's configuration.
@@ -201,31 +284,70 @@ async def run_worker(
         runner: the runner's process id (default: the parent process): when the runner is
             gone (it died without killing its workers) the worker stops at its next wait.
     """
-    runner = os.getppid() if runner is None else runner
     from ..discovery.base import DiscoveryScope
     from ..discovery.udp import UdpDiscovery
-    from ..node import Node
 
     os.environ["SCATTERBRAINED_DISCOVERY"] = "loopback"  # never leave the machine
-    exp = Experiment.load(config)
     out = Path(config.out or ".")
-    metrics = out / "nodes" / f"{node_id(index)}.jsonl"
-    metrics.parent.mkdir(parents=True, exist_ok=True)
+    (out / "nodes").mkdir(parents=True, exist_ok=True)
     plan = read_json(plan_path(out))
     if plan is None:
         raise FileNotFoundError(f"{plan_path(out)} is missing: workers are started by the runner")
-    gates = set(plan["gates"])
     discovery = UdpDiscovery(int(plan["discovery_port"]), scope=DiscoveryScope.LOOPBACK)
-    async with Node(node_id(index), host="127.0.0.1", discovery=discovery) as node:
+    await run_node(
+        Experiment.load(config),
+        index,
+        FileLink(out, node_id(index), runner),
+        gates=set(plan["gates"]),
+        node_options={"host": "127.0.0.1", "discovery": discovery},
+        checkpoint_dir=out / "checkpoints",
+        restart=restart,
+        start_epoch=start_epoch,
+    )
+
+
+async def run_node(
+    exp: Experiment,
+    index: int,
+    link: RunnerLink,
+    *,
+    gates: set[int],
+    node_options: dict[str, Any],
+    checkpoint_dir: Path,
+    restart: bool = False,
+    start_epoch: int = 0,
+) -> None:
+    """Run node ``index`` of ``exp`` from network epoch ``start_epoch`` to the last one.
+
+    The node trains free running between the runner's gates, reports each epoch's row and,
+    when it trained its last epoch, keeps federating until the runner says every node is
+    done; then it reports the accuracy of the model it ends with.
+
+    Args:
+        exp: the loaded experiment.
+        index: the node's index.
+        link: how the worker talks to its runner.
+        gates: the epochs after which the node waits for the runner.
+        node_options: keyword arguments of :class:`~scatterbrained.node.Node` (host,
+            discovery, bootstrap, ...).
+        checkpoint_dir: where the namespace keeps its checkpoint (a restart resumes there).
+        restart: the node was killed before: resume from its checkpoint and catch up.
+        start_epoch: the network's epoch when the node starts (the restart's epoch).
+    """
+    from ..node import Node
+
+    config = exp.config
+    async with Node(node_id(index), **node_options) as node:
+        link.started(node.address)
         ns = node.namespace(
             NAMESPACE,
             exp.build_model(),
             exp.create_optimizer(),
-            checkpoint_dir=out / "checkpoints",
+            checkpoint_dir=checkpoint_dir,
             **exp.namespace_options(index),
         )
         async with ns:
-            gate = Gate(out, ns, exp.mode_of(index), runner)
+            gate = Gate(link, ns, exp.mode_of(index))
             loader, test = exp.train_loader(index), exp.test_loader()
             # Shuffle on as the in-process node's loader would have: a restart resumes at the
             # checkpoint's epoch, whose batch order was never drawn.
@@ -240,25 +362,22 @@ async def run_worker(
                     started = time.monotonic()
                     history = await ns.train(1, loader, test)
                     epoch += 1
-                    _append(metrics, _row(node.id, index, epoch, history.last, started))
+                    link.row(_row(node.id, index, epoch, history.last, started))
             except RunnerGone:
                 logger.info("%s: the run ended before this node finished", node.id)
                 return
-            (out / "nodes" / f"{node.id}.done").touch()
-            await _serve_until_stopped(ns, out / "stop", runner)
+            link.done()
+            await _serve_until_stopped(ns, link)
             adapter = ns.learner.adapter
             assert adapter is not None  # the worker always builds its model
             final = await asyncio.to_thread(adapter.evaluate, test)
-            result = {"node": node.id, "accuracy": final.accuracy, "loss": final.loss}
-            write_atomically(out / "nodes" / f"{node.id}.final.json", json.dumps(result))
+            link.final({"node": node.id, "accuracy": final.accuracy, "loss": final.loss})
 
 
-async def _serve_until_stopped(ns: Any, stop: Path, runner: int) -> None:
+async def _serve_until_stopped(ns: Any, link: RunnerLink) -> None:
     """Keep federating (merging neighbours' updates) until the runner says all are done."""
     deadline = time.monotonic() + MAX_LINGER_S
-    while time.monotonic() < deadline and os.getppid() == runner:  # a runner gone: stop too
-        if stop.exists():  # noqa: ASYNC240 (tiny stat)
-            return
+    while time.monotonic() < deadline and not link.stopped():  # a runner gone: stop too
         await ns.serve(duration=0.5)
 
 

@@ -230,7 +230,7 @@ def test_wrong_types_are_refused(key: str, value: object, expected: str) -> None
     [
         ({"nodes": 0}, r"nodes must be >= 1, got 0; set nodes = 8"),
         ({"epochs": -1}, r"epochs must be >= 1"),
-        ({"backend": "ray"}, r"unknown backend 'ray'; use one of memory, zmq, process"),
+        ({"backend": "spark"}, r"unknown backend 'spark'; use one of memory, zmq, process, ray"),
         ({"drop_rate": 1.0}, r"drop_rate must be in \[0, 1\)"),
         ({"churn_rate": -0.1}, r"churn_rate must be in \[0, 1\)"),
         ({"delay_ms": -1}, r"delay_ms must be >= 0"),
@@ -342,3 +342,36 @@ def test_example_config_loads_and_documents_every_key() -> None:
         here, after = lines[found[0]], lines[found[0] + 1]
         commented = "#" in here.lstrip("# ") or after.lstrip().startswith("#")
         assert commented, f"examples/simulation.toml has no comment on {field.name}"
+
+
+# ------------------------------------------------------------------ the ray backend
+
+
+def test_ray_backend_options_default_to_a_local_instance_and_one_cpu_per_node() -> None:
+    config = SimConfig.from_mapping({"backend": "ray"})
+
+    assert (config.ray_address, config.ray_num_cpus_per_node) == (None, 1.0)
+    assert config.ray_num_gpus_per_node == 0.0
+
+
+def test_ray_backend_takes_fractional_resources_and_a_cluster_address() -> None:
+    config = SimConfig.from_mapping(
+        {"backend": "ray", "ray_address": "auto", "ray_num_cpus_per_node": 0.5}
+    )
+
+    assert (config.ray_address, config.ray_num_cpus_per_node) == ("auto", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("ray_num_cpus_per_node", -1, "ray_num_cpus_per_node must be a number >= 0"),
+        ("ray_num_gpus_per_node", float("nan"), "ray_num_gpus_per_node must be a number >= 0"),
+        ("ray_num_cpus_per_node", "2", "ray_num_cpus_per_node = '2' has the wrong type"),
+        ("ray_address", "", "ray_address is empty"),
+        ("ray_adress", "auto", "did you mean 'ray_address'"),
+    ],
+)
+def test_bad_ray_options_are_refused(key: str, value: object, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        SimConfig.from_mapping({"backend": "ray", key: value})

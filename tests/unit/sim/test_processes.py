@@ -25,6 +25,7 @@ from scatterbrained.sim.worker import (
     CATCH_UP,
     FAULTS,
     GO,
+    FileLink,
     Gate,
     RunnerGone,
     _append,
@@ -243,7 +244,7 @@ def test_a_worker_waits_at_its_gate_until_it_opens(tmp_path: Path) -> None:
 
     async def scenario() -> tuple[int, dict[str, Any], bool]:
         publish(tmp_path, 0, GO)  # the last gate: not this one
-        passage = asyncio.create_task(Gate(tmp_path, ns, "peer").passage(2))
+        passage = asyncio.create_task(Gate(FileLink(tmp_path, "n001"), ns, "peer").passage(2))
         report = await until_reported(tmp_path, 2, "arrived")
         publish(tmp_path, 2, FAULTS)
         await asyncio.sleep(0.1)
@@ -266,7 +267,7 @@ def test_a_paused_worker_goes_offline_and_comes_back_at_the_resume_epoch(tmp_pat
 
     async def scenario() -> tuple[int, list[str]]:
         modes = []
-        passage = asyncio.create_task(Gate(tmp_path, ns, "peer").passage(2))
+        passage = asyncio.create_task(Gate(FileLink(tmp_path, "n001"), ns, "peer").passage(2))
         await until_reported(tmp_path, 2, "arrived")
         publish(tmp_path, 2, FAULTS, pause=["n001"])
         await until_reported(tmp_path, 2, "paused")
@@ -295,7 +296,8 @@ def test_a_waiting_worker_gives_up_when_the_run_stops(tmp_path: Path) -> None:
     (tmp_path / "nodes").mkdir()
 
     async def scenario() -> None:
-        passage = asyncio.create_task(Gate(tmp_path, FakeNamespace(), "peer").passage(0))
+        gate = Gate(FileLink(tmp_path, "n001"), FakeNamespace(), "peer")
+        passage = asyncio.create_task(gate.passage(0))
         await until_reported(tmp_path, 0, "arrived")
         (tmp_path / "stop").touch()
         await passage
@@ -309,7 +311,8 @@ def test_a_waiting_worker_gives_up_when_its_runner_is_gone(tmp_path: Path) -> No
     gone = -1  # no process has this id: the runner died, the worker was handed to another
 
     with pytest.raises(RunnerGone):
-        asyncio.run(Gate(tmp_path, FakeNamespace(), "peer", runner=gone).passage(0))
+        gate = Gate(FileLink(tmp_path, "n001", runner=gone), FakeNamespace(), "peer")
+        asyncio.run(gate.passage(0))
 
 
 # ------------------------------------------------------------------ files
