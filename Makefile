@@ -11,7 +11,7 @@ export SCATTERBRAINED_DISCOVERY ?= loopback
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[torch,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[torch,dev,tensorboard,mlflow,dashboard,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

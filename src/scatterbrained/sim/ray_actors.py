@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,17 @@ class NodeActor:
         config: the run's configuration (:meth:`SimConfig.to_json`).
         index: the node's index.
         host: the address to listen on (``None``: the IP address Ray uses for this machine).
+        paths: folders to put on ``sys.path`` first (where the driver imported the config's
+            ``module:function`` model and dataset from; on a cluster they must exist on
+            every machine).
     """
 
-    def __init__(self, config: dict[str, Any], index: int, host: str | None) -> None:
+    def __init__(
+        self, config: dict[str, Any], index: int, host: str | None, paths: tuple[str, ...] = ()
+    ) -> None:
+        for path in reversed(paths):
+            if path not in sys.path:
+                sys.path.insert(0, path)
         self._config = SimConfig.from_mapping(config)
         self._index = index
         self._host = host

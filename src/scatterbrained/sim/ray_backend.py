@@ -70,7 +70,8 @@ def run_ray(
     started_here = _connect(ray, config)
     try:
         _check_resources(ray, config)
-        run = _RayRun(ray, config, out, on_epoch)
+        paths = (*exp.import_roots(), os.getcwd())
+        run = _RayRun(ray, config, out, on_epoch, paths)
         try:
             run.run()
         finally:
@@ -150,7 +151,7 @@ class _ActorWorker:
         """Create the actor (on the Ray node it ran on before, if any)."""
         self._new_life()
         self.actor = self._run.actor_class(self.ray_node).remote(
-            self._run.config.to_json(), self.index, self._run.host
+            self._run.config.to_json(), self.index, self._run.host, self._run.paths
         )
         self.run_ref = None
 
@@ -229,8 +230,16 @@ class _RayRun(GatedRun):
 
     poll_s = RAY_POLL_S
 
-    def __init__(self, ray: Any, config: SimConfig, out: Path, on_epoch: EpochCallback | None):
+    def __init__(
+        self,
+        ray: Any,
+        config: SimConfig,
+        out: Path,
+        on_epoch: EpochCallback | None,
+        paths: tuple[str, ...] = (),
+    ):
         self.ray = ray
+        self.paths = paths  # for the config's module:function model and dataset
         self.host = None if config.ray_address else "127.0.0.1"
         self.checkpoints = str(out.resolve() / "checkpoints")
         self.actors = [_ActorWorker(self, i) for i in range(config.nodes)]
