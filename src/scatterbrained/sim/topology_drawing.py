@@ -26,6 +26,7 @@ __all__ = [
     "draw_edges",
     "draw_labels",
     "draw_nodes",
+    "grid_columns",
     "layout",
     "topology_legend",
 ]
@@ -47,14 +48,22 @@ _CIRCULAR_MAX_NODES = 32
 def layout(graph: nx.Graph, seed: int) -> dict[str, tuple[float, float]]:
     """Place the nodes: deterministic for the same graph (same node order) and seed.
 
-    Up to 32 nodes: a circle, with nodes linked to every other node (a star's hubs) on an
-    inner circle or in the middle. More nodes: a spring layout seeded with ``seed``.
+    A grid (see :func:`grid_columns`): rows and columns. Else up to 32 nodes: a circle, with
+    nodes linked to every other node (a star's hubs) on an inner circle or in the middle.
+    More nodes: a spring layout seeded with ``seed``.
 
     Returns:
         node -> (x, y) in layout units (roughly ``[-1, 1]``).
     """
     count = graph.number_of_nodes()
     hubs = [node for node, degree in graph.degree() if degree == count - 1]
+    cols = grid_columns(graph)
+    if cols is not None:
+        scale = 2.0 / max(cols - 1, (count - 1) // cols, 1)
+        return {
+            str(node): ((i % cols) * scale - 1.0, 1.0 - (i // cols) * scale)
+            for i, node in enumerate(graph)
+        }
     if count <= _CIRCULAR_MAX_NODES and 0 < len(hubs) < count - 1:
         rest = [node for node in graph if node not in hubs]
         positions = nx.shell_layout(graph, nlist=[hubs, rest])  # a star: hubs in the middle
@@ -63,6 +72,27 @@ def layout(graph: nx.Graph, seed: int) -> dict[str, tuple[float, float]]:
     else:
         positions = nx.spring_layout(graph, seed=seed)
     return {str(node): (float(xy[0]), float(xy[1])) for node, xy in positions.items()}
+
+
+def grid_columns(graph: nx.Graph) -> int | None:
+    """The column count when ``graph`` is exactly a grid of its nodes in their order, else None.
+
+    A grid as :class:`scatterbrained.federation.topology.Grid` builds it: nodes row-major in
+    ``cols`` columns (the last row may be partial), each linked to its right and lower
+    neighbour; at least two rows and two columns. Direction is ignored.
+    """
+    nodes = list(graph)
+    count = len(nodes)
+    have = {frozenset(edge) for edge in graph.edges() if edge[0] != edge[1]}
+    for cols in range(2, count // 2 + 1):
+        rows = -(-count // cols)
+        if len(have) != (count - rows) + (count - cols):  # a grid's edge count
+            continue
+        want = {frozenset((nodes[i], nodes[i + 1])) for i in range(count - 1) if (i + 1) % cols}
+        want |= {frozenset((nodes[i], nodes[i + cols])) for i in range(count - cols)}
+        if want == have:
+            return cols
+    return None
 
 
 def checked_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -98,31 +128,28 @@ def draw_edges(
     dead: Collection[str],
     node_size: float,
 ) -> tuple[bool, int]:
-    """Draw edges, as arrows only when some edge has no reverse.
+    """Draw an edge present both ways as a plain line and a one-way edge as an arrow.
 
     Returns:
-        Whether arrows were drawn, and the number of edges drawn (pairs when undirected).
+        Whether any arrow was drawn, and the number of edges drawn (a two-way pair is one).
     """
-    directed = any((target, source) not in edges for source, target in edges)
-    if not directed:
-        pairs = sorted({(min(edge), max(edge)) for edge in edges})
-        for faint in (False, True):
-            chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
-            style = _edge_style(*chosen[0], dead) if chosen else {}
-            segments = [(pos[a], pos[b]) for a, b in chosen]
+    pairs = sorted({(min(edge), max(edge)) for edge in edges if edge[::-1] in edges})
+    one_way = sorted(edge for edge in edges if edge[::-1] not in edges)
+    for faint in (False, True):
+        chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
+        if chosen:
+            style = _edge_style(*chosen[0], dead)
             ax.add_collection(
                 LineCollection(
-                    segments,
-                    colors=style.get("color"),
-                    linestyles=style.get("linestyle", "-"),
+                    [(pos[a], pos[b]) for a, b in chosen],
+                    colors=style["color"],
+                    linestyles=style["linestyle"],
                     linewidths=1.0,
                     zorder=1,
                 )
             )
-        return False, len(pairs)
     shrink = (node_size**0.5) / 2 + 2  # points: marker radius plus a gap
-    for source, target in sorted(edges):
-        curved = (target, source) in edges  # bend both ways so the two arrows stay apart
+    for source, target in one_way:
         ax.add_patch(
             FancyArrowPatch(
                 pos[source],
@@ -133,11 +160,10 @@ def draw_edges(
                 shrinkA=shrink,
                 shrinkB=shrink,
                 zorder=1,
-                connectionstyle="arc3,rad=0.12" if curved else "arc3,rad=0",
                 **_edge_style(source, target, dead),
             )
         )
-    return True, len(edges)
+    return bool(one_way), len(pairs) + len(one_way)
 
 
 def draw_labels(
