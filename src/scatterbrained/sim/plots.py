@@ -11,7 +11,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -23,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import ConfigurationError
 from ..types import OperatingMode
+from .plot_events import EVENT_STYLES, draw_events
 from .topology_drawing import (
     DEAD_COLOUR,
     MODE_COLOURS,
@@ -37,6 +37,7 @@ from .topology_drawing import (
 __all__ = [
     "DEAD_COLOUR",
     "MODE_COLOURS",
+    "accuracy_figure",
     "plot_accuracy",
     "plot_topology",
     "plot_topology_timeline",
@@ -44,16 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Event marker (style, colour) of churn records.
-_EVENT_STYLES = MappingProxyType(
-    {
-        "killed": ("X", "#d62728"),
-        "restarted": ("^", "#17becf"),
-        "paused": ("s", "#9467bd"),
-        "resumed": (">", "#8c564b"),
-    }
-)
-_EVENT_NAMES_MAX = 12
 _FIGSIZE_INCHES = (12.0, 7.0)
 _DPI = 100
 _LABEL_MAX_NODES = 64
@@ -117,7 +108,7 @@ def _draw_node_lines(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
     each event marker visibly belongs to its node's line.
     """
     per_node: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    churned = {str(r["node"]) for r in records if r.get("event") in _EVENT_STYLES}
+    churned = {str(r["node"]) for r in records if r.get("event") in EVENT_STYLES}
     for record in records:
         accuracy = record.get("accuracy")
         value = float("nan") if accuracy is None else float(accuracy)
@@ -128,7 +119,8 @@ def _draw_node_lines(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
         if node not in churned:
             ax.plot(xs, ys, color="#808080", linewidth=0.7, alpha=0.35, zorder=1)
             continue
-        ax.plot(xs, ys, color="#333333", linewidth=1.3, alpha=0.9, zorder=3, gid=f"node:{node}")
+        label = "a node with churn" if node == min(churned) else None
+        ax.plot(xs, ys, color="#333333", linewidth=1.3, zorder=3, gid=f"node:{node}", label=label)
         known = ~np.isnan(ys)
         ax.plot(xs[known], ys[known], color="#333333", linewidth=1.0, linestyle=":", zorder=3)
 
@@ -145,74 +137,6 @@ def _draw_mode_dots(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
         xs, ys = zip(*by_mode[mode], strict=True)
         colour = MODE_COLOURS[mode]
         ax.scatter(xs, ys, s=10, color=colour, alpha=0.9, zorder=2, label=f"mode: {mode}")
-
-
-def _event_points(
-    records: Sequence[Mapping[str, Any]], lowest: float
-) -> dict[str, list[tuple[float, float, str]]]:
-    """Return event -> [(x, y, node)] of the churn markers.
-
-    An event's ``epoch`` is the first epoch it affects (it happened after epoch - 1 ended), so
-    its marker sits half an epoch before it, at the node's own accuracy: at that epoch when the
-    node has one (a restart, a resume), else its last one before (a kill, a pause), else its
-    first one after, else ``lowest`` (the bottom of the axes).
-    """
-    history: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for record in records:
-        accuracy = record.get("accuracy")
-        if accuracy is not None and np.isfinite(float(accuracy)):
-            history[str(record["node"])].append((float(record["epoch"]), float(accuracy)))
-    points: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for record in records:
-        event = record.get("event")
-        if event not in _EVENT_STYLES:
-            continue
-        node, epoch = str(record["node"]), float(record["epoch"])
-        known = sorted(history[node])
-        at = [a for e, a in known if e == epoch]
-        before = [a for e, a in known if e < epoch]
-        after = [a for e, a in known if e > epoch]
-        y = (at or before[-1:] or after[:1] or [lowest])[0]
-        points[str(event)].append((epoch - 0.5, y, node))
-    return points
-
-
-def _draw_events(ax: Axes, records: Sequence[Mapping[str, Any]], lowest: float) -> None:
-    """Churn markers at the node's own accuracy, a dotted vertical line at each event and the
-    node's name beside its marker (up to a dozen events)."""
-    points = _event_points(records, lowest)
-    named = sum(len(p) for p in points.values()) <= _EVENT_NAMES_MAX
-    for event, (marker, colour) in _EVENT_STYLES.items():
-        if event not in points:
-            continue
-        xs, ys, nodes = zip(*points[event], strict=True)
-        for x in sorted(set(xs)):
-            ax.axvline(x, color=colour, linestyle=":", linewidth=1.0, alpha=0.6, zorder=2)
-        ax.scatter(
-            xs,
-            ys,
-            marker=marker,
-            s=80,
-            color=colour,
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=6,
-            label=f"{event} ({len(xs)})",
-            gid=f"event:{event}",
-        )
-        if named:
-            for x, y, node in zip(xs, ys, nodes, strict=True):
-                ax.annotate(
-                    node,
-                    (x, y),
-                    xytext=(0, 9),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=9,
-                    color=colour,
-                    zorder=6,
-                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "alpha": 0.8, "lw": 0},
-                )
 
 
 def _draw_summary(
@@ -281,7 +205,7 @@ def _draw_accuracy(
     _draw_node_lines(ax, records)
     _draw_summary(ax, stats, centralized, len({node for node, _, _ in rows}))
     _draw_mode_dots(ax, records)
-    _draw_events(ax, records, low + 0.01)
+    draw_events(ax, records, low + 0.01)
     ax.set_ylim(low, high)
     # outside the axes, on the right: it can never hide the baseline or a marker
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, borderaxespad=0.0)
@@ -289,32 +213,13 @@ def _draw_accuracy(
     return final + f"min {stats['min'][-1]:.3f}, max {stats['max'][-1]:.3f}"
 
 
-def plot_accuracy(
+def accuracy_figure(
     records: Sequence[Mapping[str, Any]],
-    out: Path | str,
     *,
     centralized: float | None = None,
     title: str = "Test accuracy per epoch",
-) -> Path:
-    """Plot accuracy over epochs across nodes and save it (PNG unless ``out`` says otherwise).
-
-    Draws the mean per epoch, the inter-quartile and min-max bands across nodes, a thin line
-    per node, dots coloured by operating mode (when not all PEER), a dashed centralized
-    baseline, and for each record whose ``event`` is ``killed``, ``restarted``, ``paused`` or
-    ``resumed`` a marker at that node's own accuracy half an epoch before the record's epoch
-    (the event happened between the two epochs; see ``_event_points``) with a dotted
-    vertical line. The legend sits outside the axes, on the right; the final epoch's mean,
-    min and max are the subtitle.
-
-    Args:
-        records: metrics rows with keys ``node``, ``epoch``, ``accuracy`` (a fraction in
-            ``[0, 1]``, or ``None`` for a dead node) and optionally ``mode`` and ``event``.
-        out: image path; parent folders are created.
-        centralized: accuracy of the centralized baseline, drawn as a dashed line.
-        title: the figure's title.
-
-    Returns:
-        The path written.
+) -> Figure:
+    """Build the figure that :func:`plot_accuracy` saves (for tests and notebooks).
 
     Raises:
         ConfigurationError: a record lacks ``node`` or ``epoch``, or names an unknown mode.
@@ -340,7 +245,40 @@ def plot_accuracy(
     ax.set_xlabel("epoch", fontsize=12)
     ax.set_ylabel("test accuracy", fontsize=12)
     ax.grid(alpha=0.3)
-    return _save(figure, out)
+    return figure
+
+
+def plot_accuracy(
+    records: Sequence[Mapping[str, Any]],
+    out: Path | str,
+    *,
+    centralized: float | None = None,
+    title: str = "Test accuracy per epoch",
+) -> Path:
+    """Plot accuracy over epochs across nodes and save it (PNG unless ``out`` says otherwise).
+
+    Draws the mean per epoch, the inter-quartile and min-max bands across nodes, a thin line
+    per node, dots coloured by operating mode (when not all PEER), a dashed centralized
+    baseline, and for each record whose ``event`` is ``killed``, ``restarted``, ``paused`` or
+    ``resumed`` a marker at that node's own accuracy half an epoch before the record's epoch
+    (the event happened between the two epochs) with a dotted
+    vertical line. The legend sits outside the axes, on the right; the final epoch's mean,
+    min and max are the subtitle.
+
+    Args:
+        records: metrics rows with keys ``node``, ``epoch``, ``accuracy`` (a fraction in
+            ``[0, 1]``, or ``None`` for a dead node) and optionally ``mode`` and ``event``.
+        out: image path; parent folders are created.
+        centralized: accuracy of the centralized baseline, drawn as a dashed line.
+        title: the figure's title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigurationError: a record lacks ``node`` or ``epoch``, or names an unknown mode.
+    """
+    return _save(accuracy_figure(records, centralized=centralized, title=title), out)
 
 
 def plot_topology(
@@ -442,23 +380,9 @@ def plot_topology_timeline(
         ConfigurationError: a row lacks ``node`` or ``epoch`` or names an unknown mode, an
             edge names an unknown node, or ``max_frames`` < 2.
     """
-    from .topology_timeline import draw_timeline, topology_frames
+    from .topology_timeline import timeline_figure
 
-    node_list = (
-        [str(n) for n in nodes]
-        if nodes is not None
-        else sorted({str(r["node"]) for r in records if "node" in r})
+    figure = timeline_figure(
+        records, nodes=nodes, edges=edges, title=title, max_frames=max_frames, seed=seed
     )
-    edge_list = list(edges)
-    frames, skipped = topology_frames(records, node_list, edges=edge_list, max_frames=max_frames)
-    cols = min(3, max(len(frames), 1))
-    rows = -(-max(len(frames), 1) // cols)
-    figure = Figure(figsize=(4.2 * cols + 2.4, 4.0 * rows + 0.9), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    if frames:
-        draw_timeline(figure, frames, node_list, edge_list, seed)
-    else:
-        logger.warning("plot_topology_timeline: no metrics rows; writing an empty plot")
-    left_out = f"; {skipped} more epochs with changes not shown" if skipped else ""
-    figure.suptitle(f"{title} ({len(node_list)} nodes){left_out}", fontsize=14)
     return _save(figure, out)

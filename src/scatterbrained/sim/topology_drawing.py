@@ -130,6 +130,8 @@ def draw_edges(
 ) -> tuple[bool, int]:
     """Draw an edge present both ways as a plain line and a one-way edge as an arrow.
 
+    Each arrow's gid is ``"source->target"``.
+
     Returns:
         Whether any arrow was drawn, and the number of edges drawn (a two-way pair is one).
     """
@@ -160,6 +162,7 @@ def draw_edges(
                 shrinkA=shrink,
                 shrinkB=shrink,
                 zorder=1,
+                gid=f"{source}->{target}",
                 **_edge_style(source, target, dead),
             )
         )

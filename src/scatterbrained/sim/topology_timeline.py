@@ -9,6 +9,7 @@ each node that changed since the previous frame.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -33,13 +35,17 @@ from .topology_drawing import (
     layout,
 )
 
-__all__ = ["CHANGED_RING", "Frame", "draw_timeline", "topology_frames"]
+__all__ = ["CHANGED_RING", "Frame", "draw_timeline", "timeline_figure", "topology_frames"]
+
+logger = logging.getLogger(__name__)
 
 #: Edge colour of the ring around a node that changed in a frame.
 CHANGED_RING = "#000000"
 _DEAD = "dead"
 _LABEL_MAX_NODES = 24
 _PANEL_COLUMNS = 3
+_PANEL_INCHES = (4.2, 4.0)
+_DPI = 100
 _TITLE_CHANGES = 3
 
 
@@ -284,3 +290,37 @@ def draw_timeline(
         directed = _draw_frame(ax, frame, pos, node_size, title) or directed
     _legend(figure, directed)
     return axes
+
+
+def timeline_figure(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    nodes: Sequence[str] | None = None,
+    edges: Iterable[tuple[str, str]] = (),
+    title: str = "Topology over time",
+    max_frames: int = 6,
+    seed: int = 0,
+) -> Figure:
+    """Build the figure :func:`scatterbrained.sim.plots.plot_topology_timeline` saves.
+
+    Arguments and errors as there; the figure has one axes per frame, in frame order.
+    """
+    node_list = (
+        [str(n) for n in nodes]
+        if nodes is not None
+        else sorted({str(r["node"]) for r in records if "node" in r})
+    )
+    edge_list = list(edges)
+    frames, skipped = topology_frames(records, node_list, edges=edge_list, max_frames=max_frames)
+    cols = min(_PANEL_COLUMNS, max(len(frames), 1))
+    rows = -(-max(len(frames), 1) // cols)
+    size = (_PANEL_INCHES[0] * cols + 2.4, _PANEL_INCHES[1] * rows + 0.9)
+    figure = Figure(figsize=size, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    if frames:
+        draw_timeline(figure, frames, node_list, edge_list, seed)
+    else:
+        logger.warning("topology timeline: no metrics rows; writing an empty figure")
+    left_out = f"; {skipped} more epochs with changes not shown" if skipped else ""
+    figure.suptitle(f"{title} ({len(node_list)} nodes){left_out}", fontsize=14)
+    return figure
