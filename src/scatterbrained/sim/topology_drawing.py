@@ -121,6 +121,26 @@ def _edge_style(source: str, target: str, dead: Collection[str]) -> dict[str, An
     return {"color": "#8a8a8a", "linestyle": "-"}
 
 
+def _crosses_a_node(
+    pos: Mapping[str, tuple[float, float]], source: str, target: str, points: np.ndarray
+) -> bool:
+    """Whether the straight segment source-target passes over a third node (as in a grid row)."""
+    a, b = np.array(pos[source]), np.array(pos[target])
+    span = b - a
+    length2 = float(span @ span)
+    if length2 < 1e-12:
+        return False
+    t = (points - a) @ span / length2
+    distance = np.hypot(*(a + np.outer(t, span) - points).T)
+    return bool(((t > 0.02) & (t < 0.98) & (distance < 0.03 * np.sqrt(length2))).any())
+
+
+def _arrow(
+    ax: Axes, pos: Mapping[str, tuple[float, float]], edge: tuple[str, str], **style: Any
+) -> None:
+    ax.add_patch(FancyArrowPatch(pos[edge[0]], pos[edge[1]], linewidth=0.9, zorder=1, **style))
+
+
 def draw_edges(
     ax: Axes,
     pos: Mapping[str, tuple[float, float]],
@@ -130,41 +150,54 @@ def draw_edges(
 ) -> tuple[bool, int]:
     """Draw an edge present both ways as a plain line and a one-way edge as an arrow.
 
-    Each arrow's gid is ``"source->target"``.
+    An edge whose straight line would pass over a third node is bent around it. Each arrow's
+    gid is ``"source->target"``, each bent two-way edge's ``"a--b"``.
 
     Returns:
         Whether any arrow was drawn, and the number of edges drawn (a two-way pair is one).
     """
     pairs = sorted({(min(edge), max(edge)) for edge in edges if edge[::-1] in edges})
     one_way = sorted(edge for edge in edges if edge[::-1] not in edges)
+    points = np.array(list(pos.values()))
+    bent = {e for e in [*pairs, *one_way] if _crosses_a_node(pos, e[0], e[1], points)}
     for faint in (False, True):
         chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
-        if chosen:
-            style = _edge_style(*chosen[0], dead)
+        straight = [edge for edge in chosen if edge not in bent]
+        if straight:
+            style = _edge_style(*straight[0], dead)
             ax.add_collection(
                 LineCollection(
-                    [(pos[a], pos[b]) for a, b in chosen],
+                    [(pos[a], pos[b]) for a, b in straight],
                     colors=style["color"],
                     linestyles=style["linestyle"],
                     linewidths=1.0,
                     zorder=1,
                 )
             )
+    bend = "arc3,rad=0.2"
+    for a, b in (edge for edge in pairs if edge in bent):
+        _arrow(
+            ax,
+            pos,
+            (a, b),
+            arrowstyle="-",
+            connectionstyle=bend,
+            gid=f"{a}--{b}",
+            **_edge_style(a, b, dead),
+        )
     shrink = (node_size**0.5) / 2 + 2  # points: marker radius plus a gap
     for source, target in one_way:
-        ax.add_patch(
-            FancyArrowPatch(
-                pos[source],
-                pos[target],
-                arrowstyle="-|>",
-                mutation_scale=12,
-                linewidth=0.9,
-                shrinkA=shrink,
-                shrinkB=shrink,
-                zorder=1,
-                gid=f"{source}->{target}",
-                **_edge_style(source, target, dead),
-            )
+        _arrow(
+            ax,
+            pos,
+            (source, target),
+            arrowstyle="-|>",
+            mutation_scale=12,
+            shrinkA=shrink,
+            shrinkB=shrink,
+            connectionstyle=bend if (source, target) in bent else "arc3,rad=0",
+            gid=f"{source}->{target}",
+            **_edge_style(source, target, dead),
         )
     return bool(one_way), len(pairs) + len(one_way)
 

@@ -1,7 +1,8 @@
 """The topology over time: one small panel per epoch where a node changed mode or a fault hit.
 
 :func:`topology_frames` reads the ``metrics.jsonl`` rows of a run and returns the frames to
-draw; :func:`draw_timeline` draws them side by side onto a figure. Each frame shows every
+draw; :func:`draw_timeline` draws them side by side onto a figure, :func:`timeline_figure`
+does both. Each frame shows every
 node coloured by its mode in THAT epoch (dead nodes grey and hatched), the edges the nodes
 actually merged over in that epoch (each row's ``merged_from``), and a black ring around
 each node that changed since the previous frame.
@@ -35,7 +36,14 @@ from .topology_drawing import (
     layout,
 )
 
-__all__ = ["CHANGED_RING", "Frame", "draw_timeline", "timeline_figure", "topology_frames"]
+__all__ = [
+    "CHANGED_RING",
+    "Frame",
+    "draw_timeline",
+    "shared_layout",
+    "timeline_figure",
+    "topology_frames",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ CHANGED_RING = "#000000"
 _DEAD = "dead"
 _LABEL_MAX_NODES = 24
 _PANEL_COLUMNS = 3
-_PANEL_INCHES = (4.2, 4.0)
+_PANEL_INCHES = (4.2, 3.3)  # width, height of a square layout without its title
 _DPI = 100
 _TITLE_CHANGES = 3
 
@@ -229,6 +237,8 @@ def _draw_frame(
         )
     if len(pos) <= _LABEL_MAX_NODES:
         draw_labels(ax, pos, node_size, fontsize=8)
+    for artist in [*ax.collections, *ax.patches, *ax.texts]:
+        artist.set_clip_on(False)  # rings and labels may reach past the panel's box
     ax.set_title(title, fontsize=10)
     ax.set_aspect("equal")
     ax.margins(0.12)
@@ -260,27 +270,33 @@ def _legend(figure: Figure, directed: bool) -> None:
     figure.legend(handles=handles, loc="outside right upper", fontsize=10)
 
 
-def draw_timeline(
-    figure: Figure,
-    frames: Sequence[Frame],
+def shared_layout(
     nodes: Sequence[str],
     layout_edges: Iterable[tuple[str, str]],
+    frames: Sequence[Frame],
     seed: int,
-) -> list[Axes]:
-    """Draw ``frames`` as panels of ``figure`` (up to three a row) with one shared layout.
+) -> dict[str, tuple[float, float]]:
+    """One layout for every panel, so nodes keep their place from panel to panel.
 
-    The layout comes from ``layout_edges`` (the configured topology) when given, else from
-    the union of the frames' edges, so nodes keep their place from panel to panel.
-
-    Returns:
-        The panels' axes, in frame order.
+    It comes from ``layout_edges`` (the configured topology) when given, else from the union
+    of the frames' edges.
     """
     graph = nx.Graph()
     graph.add_nodes_from(nodes)
     chosen = list(layout_edges) or [edge for frame in frames for edge in frame.edges]
     graph.add_edges_from(edge for edge in chosen if edge[0] != edge[1])
-    pos = layout(graph, seed)
-    node_size = float(np.clip(3000.0 / max(len(nodes), 1), 20.0, 300.0))
+    return layout(graph, seed)
+
+
+def draw_timeline(
+    figure: Figure, frames: Sequence[Frame], pos: Mapping[str, tuple[float, float]]
+) -> list[Axes]:
+    """Draw ``frames`` as panels of ``figure`` (up to three a row) at positions ``pos``.
+
+    Returns:
+        The panels' axes, in frame order.
+    """
+    node_size = float(np.clip(3000.0 / max(len(pos), 1), 20.0, 300.0))
     cols = min(_PANEL_COLUMNS, len(frames))
     rows = -(-len(frames) // cols)
     axes = [figure.add_subplot(rows, cols, i + 1) for i in range(len(frames))]
@@ -290,6 +306,14 @@ def draw_timeline(
         directed = _draw_frame(ax, frame, pos, node_size, title) or directed
     _legend(figure, directed)
     return axes
+
+
+def _panel_height(pos: Mapping[str, tuple[float, float]]) -> float:
+    """Inches of a panel's height: less for a flat layout (a grid of two rows)."""
+    xy = np.array(list(pos.values())) if pos else np.zeros((1, 2))
+    width, height = np.ptp(xy[:, 0]), np.ptp(xy[:, 1])
+    aspect = float(np.clip(height / width, 0.3, 1.0)) if width > 1e-9 else 1.0
+    return _PANEL_INCHES[1] * aspect + 0.8
 
 
 def timeline_figure(
@@ -312,13 +336,14 @@ def timeline_figure(
     )
     edge_list = list(edges)
     frames, skipped = topology_frames(records, node_list, edges=edge_list, max_frames=max_frames)
+    pos = shared_layout(node_list, edge_list, frames, seed)
     cols = min(_PANEL_COLUMNS, max(len(frames), 1))
     rows = -(-max(len(frames), 1) // cols)
-    size = (_PANEL_INCHES[0] * cols + 2.4, _PANEL_INCHES[1] * rows + 0.9)
+    size = (_PANEL_INCHES[0] * cols + 2.4, _panel_height(pos) * rows + 0.5)
     figure = Figure(figsize=size, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
     if frames:
-        draw_timeline(figure, frames, node_list, edge_list, seed)
+        draw_timeline(figure, frames, pos)
     else:
         logger.warning("topology timeline: no metrics rows; writing an empty figure")
     left_out = f"; {skipped} more epochs with changes not shown" if skipped else ""

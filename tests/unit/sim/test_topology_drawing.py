@@ -77,3 +77,16 @@ def test_grid_columns_finds_grids_only() -> None:
     assert (found, not_grid) == (4, None)
     assert pos["g0"][1] == pos["g3"][1] > pos["g4"][1] > pos["g8"][1]
     assert pos["g0"][0] == pos["g4"][0] == pos["g8"][0] < pos["g1"][0]
+
+
+def test_edges_over_a_third_node_are_bent_around_it() -> None:
+    # Prepare: a, b, c in a row: a-c would run straight over b
+    pos = {"a": (0.0, 0.0), "b": (1.0, 0.0), "c": (2.0, 0.0), "d": (0.0, 1.0)}
+    ax = Figure().add_subplot()
+    edges = {("a", "c"), ("c", "a"), ("a", "b"), ("b", "a"), ("d", "c")}
+    # Execute
+    drawn = draw_edges(ax, pos, edges, dead=(), node_size=100.0)
+    # Assert
+    assert drawn == (True, 3)
+    assert sorted(str(patch.get_gid()) for patch in ax.patches) == ["a--c", "d->c"]
+    assert len(ax.collections) == 1  # a-b, straight, in one LineCollection

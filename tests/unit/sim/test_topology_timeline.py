@@ -74,7 +74,8 @@ def _ringed(ax: Axes) -> int:
 
 def _arrows(ax: Axes) -> set[tuple[str, str]]:
     """The (source, target) of every arrow in ``ax`` (arrows carry ``source->target`` gids)."""
-    return {tuple(str(patch.get_gid()).split("->")) for patch in ax.patches}  # type: ignore[misc]
+    gids = [str(patch.get_gid()) for patch in ax.patches]
+    return {tuple(gid.split("->")) for gid in gids if "->" in gid}  # type: ignore[misc]
 
 
 def _position(ax: Axes, node: str) -> tuple[float, float]:
