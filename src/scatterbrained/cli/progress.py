@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -89,8 +90,8 @@ class LiveProgress:
 
     def status(self, message: str) -> None:
         """Show a status line (loading data, baselines, plots)."""
-        self._progress.update(self._task, info=message)
-        self._line(message)
+        self._progress.update(self._task, info=escape(message))
+        self._line(escape(message))  # plain text, not rich markup
 
     def epoch(self, epoch: int, rows: list[dict[str, Any]]) -> None:
         """Report one finished epoch."""

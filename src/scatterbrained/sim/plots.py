@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 _FIGSIZE_INCHES = (12.0, 7.0)
 _DPI = 100
 _LABEL_MAX_NODES = 64
+_HIGHLIGHT_MAX_NODES = 6
 
 
 def _new_figure() -> tuple[Figure, Axes]:
@@ -104,11 +105,13 @@ def _epoch_stats(rows: list[tuple[str, float, float]]) -> dict[str, np.ndarray]:
 def _draw_node_lines(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
     """Thin grey line per node; an epoch without accuracy (dead, paused) breaks the line.
 
-    Nodes with a churn event are drawn darker, their gaps bridged by a dotted line, so that
-    each event marker visibly belongs to its node's line.
+    Nodes with a churn event (up to six of them) are drawn darker, their gaps bridged by a
+    dotted line, so that each event marker visibly belongs to its node's line.
     """
     per_node: dict[str, list[tuple[float, float]]] = defaultdict(list)
     churned = {str(r["node"]) for r in records if r.get("event") in EVENT_STYLES}
+    if len(churned) > _HIGHLIGHT_MAX_NODES:
+        churned = set()  # many dark lines would hide the spread: markers only
     for record in records:
         accuracy = record.get("accuracy")
         value = float("nan") if accuracy is None else float(accuracy)
