@@ -40,11 +40,14 @@ from .protocols import choose_step, serving
 if TYPE_CHECKING:
     from ..adapters.base import ModelAdapter
 
-__all__ = ["Learner", "TrainingStopped"]
+__all__ = ["MAX_CONSENSUS_ROUNDS", "Learner", "TrainingStopped"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The most consensus rounds that end a ``train`` call by default (``consensus_rounds``).
+MAX_CONSENSUS_ROUNDS = 64
 
 
 class TrainingStopped(Exception):
@@ -175,6 +178,29 @@ class Learner:
         every = share_every if share_every is not None else self.options.share_every
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
+        if epochs:
+            await self._consensus(epochs, every)
+
+    async def _consensus(self, epochs: int, share_every: int | None) -> None:
+        """End a ``train`` call with exchanges that only mix (``consensus_rounds``).
+
+        On a sparse graph the nodes end training with different models (one exchange per
+        epoch reaches only the neighbours, and local training on skewed data pulls them
+        apart); a few mixing-only exchanges bring every node close to their average. Every
+        node of a namespace computes the same count from the same graph, so their rounds
+        stay aligned. Federating once per epoch, the last epoch's exchange already mixed
+        once; with ``share_every`` it did not, and one more exchange counts it.
+        """
+        rounds = self.options.consensus_rounds
+        if rounds is None:
+            limit = min(epochs, MAX_CONSENSUS_ROUNDS)
+            last_epoch_mixed = 0 if share_every else 1
+            steps = self.exchange.consensus_steps(limit + last_epoch_mixed)
+            rounds = max(0, steps - last_epoch_mixed)
+        if rounds:
+            logger.debug("namespace %s: %d consensus rounds", self.port.name, rounds)
+        for _ in range(rounds):
+            await self.federate(trained=False)
 
     async def _train_one_epoch(
         self, trainloader: Any, validloader: Any, share_every: int | None
