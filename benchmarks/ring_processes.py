@@ -71,7 +71,9 @@ def _say(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def child(index: int, ports: list[int], topology: str, mode: str, name: str, out: Path) -> None:
+async def child(
+    index: int, ports: list[int], topology: str, mode: str, name: str, out: Path
+) -> None:
     """One node: join, wait for the start line, train 30 epochs, report, stay until told."""
     import torch
 
@@ -88,9 +90,10 @@ async def child(index: int, ports: list[int], topology: str, mode: str, name: st
     node = sb.Node(
         f"n{index}", host="127.0.0.1", port=ports[index], discovery_scope="off", bootstrap=peers
     )
-    async with node, node.namespace(
-        name, model, task.optimizer, topology=ring, **convergence.MODES[mode]
-    ) as ns:
+    async with (
+        node,
+        node.namespace(name, model, task.optimizer, topology=ring, **convergence.MODES[mode]) as ns,
+    ):
         await ns.wait_for_peers(NODES - 1, timeout=PEER_WAIT_S)
         _say(event="ready", node=index)
         await _read_line(stdin)  # the start line
@@ -155,10 +158,24 @@ async def run_once(topology: str, mode: str, timeout: float) -> dict[str, Any]:
                 for i in range(NODES):
                     procs.append(
                         await asyncio.create_subprocess_exec(
-                            sys.executable, __file__, "--worker", str(i), "--ports",
-                            ",".join(map(str, ports)), "--topology", topology, "--modes", mode,
-                            "--name", name, "--out", out, "--timeout", str(timeout),
-                            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                            sys.executable,
+                            __file__,
+                            "--worker",
+                            str(i),
+                            "--ports",
+                            ",".join(map(str, ports)),
+                            "--topology",
+                            topology,
+                            "--modes",
+                            mode,
+                            "--name",
+                            name,
+                            "--out",
+                            out,
+                            "--timeout",
+                            str(timeout),
+                            stdin=asyncio.subprocess.PIPE,
+                            stdout=asyncio.subprocess.PIPE,
                             env=env,
                         )  # fmt: skip
                     )

@@ -38,7 +38,8 @@ class LearningOptions:
             least one epoch), so that the nodes of a sparse graph end close to one model.
             ``None`` (the default): as many as the graph needs to shrink the nodes'
             disagreement to 2 % (none on a complete graph or a centralized star, 18 on an
-            8-node ring), at most as many as the epochs of the call and at most
+            8-node ring), fewer than the epochs of the call (so ``train(1)`` in a loop gets
+            none: call ``train(total)`` once) and at most
             :data:`~scatterbrained.learning.learner.MAX_CONSENSUS_ROUNDS`; ``0``: none.
             See :mod:`scatterbrained.federation.consensus`.
         privacy: a ``ClipAndNoise`` applied to the weights this node sends.

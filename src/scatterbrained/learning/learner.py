@@ -179,24 +179,24 @@ class Learner:
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
         if epochs:
-            await self._consensus(epochs, every)
+            await self._consensus(epochs)
 
-    async def _consensus(self, epochs: int, share_every: int | None) -> None:
+    async def _consensus(self, epochs: int) -> None:
         """End a ``train`` call with exchanges that only mix (``consensus_rounds``).
 
         On a sparse graph the nodes end training with different models (one exchange per
         epoch reaches only the neighbours, and local training on skewed data pulls them
         apart); a few mixing-only exchanges bring every node close to their average. Every
         node of a namespace computes the same count from the same graph, so their rounds
-        stay aligned. Federating once per epoch, the last epoch's exchange already mixed
-        once; with ``share_every`` it did not, and one more exchange counts it.
+        stay aligned. The last epoch's exchange was the first mixing step, so a graph that
+        mixes in one step (complete, or a centralized star) gets none. By default there are
+        fewer than the epochs of the call: a one-epoch call (a loop of ``train(1)``) gets
+        none, and mixing never costs more traffic than training.
         """
         rounds = self.options.consensus_rounds
         if rounds is None:
-            limit = min(epochs, MAX_CONSENSUS_ROUNDS)
-            last_epoch_mixed = 0 if share_every else 1
-            steps = self.exchange.consensus_steps(limit + last_epoch_mixed)
-            rounds = max(0, steps - last_epoch_mixed)
+            limit = min(epochs - 1, MAX_CONSENSUS_ROUNDS)
+            rounds = max(0, self.exchange.consensus_steps(limit + 1) - 1) if limit else 0
         if rounds:
             logger.debug("namespace %s: %d consensus rounds", self.port.name, rounds)
         for _ in range(rounds):
