@@ -40,9 +40,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import convergence  # this folder (python puts the script's folder on sys.path)
+import numpy as np
 
 NODES = 8
 TOPOLOGIES = ("ring", "directed-ring")
@@ -53,18 +52,21 @@ PEER_WAIT_S = 120.0
 # ---------------------------------------------------------------------- child
 
 
-async def _read_line(reader: asyncio.StreamReader) -> str:
-    line = await reader.readline()
-    if not line:
-        raise EOFError("parent closed stdin")
-    return line.decode().strip()
+class Parent:
+    """The parent's lines on stdin, and whether it is gone (stdin closed)."""
 
+    def __init__(self) -> None:
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+        self.gone = asyncio.Event()
 
-async def _stdin() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
+    async def listen(self) -> None:
+        """Queue stdin's lines until it closes (the parent quit or died), then set ``gone``."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            self.lines.put_nowait(line.decode().strip())
+        self.gone.set()
 
 
 def _say(**fields: Any) -> None:
@@ -72,7 +74,7 @@ def _say(**fields: Any) -> None:
 
 
 async def child(
-    index: int, ports: list[int], topology: str, mode: str, name: str, out: Path
+    parent: Parent, index: int, ports: list[int], topology: str, mode: str, name: str, out: Path
 ) -> None:
     """One node: join, wait for the start line, train 30 epochs, report, stay until told."""
     import torch
@@ -83,7 +85,6 @@ async def child(
     task = convergence.digits8ring()
     part = convergence.dirichlet_partition(task.y_train, nodes=NODES)[index]
     ring = sb.topology.Ring(bidirectional=topology == "ring")
-    stdin = await _stdin()
     peers = [f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports) if i != index]
     model = convergence.build_model(task)
     data = convergence.loader(task, part, index)
@@ -96,39 +97,33 @@ async def child(
     ):
         await ns.wait_for_peers(NODES - 1, timeout=PEER_WAIT_S)
         _say(event="ready", node=index)
-        await _read_line(stdin)  # the start line
+        await parent.lines.get()  # the start line
         started = time.monotonic()
         await ns.train(task.epochs, data)
         wall = time.monotonic() - started
         weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         np.savez(out / f"n{index}.npz", **weights)
         _say(event="done", node=index, accuracy=convergence.accuracy(model, task), wall_s=wall)
-        with contextlib.suppress(EOFError):
-            await _read_line(stdin)  # leave when told (or when the parent is gone)
+        await parent.lines.get()  # leave when told (child_main ends it if the parent dies)
 
 
 async def child_main(args: argparse.Namespace) -> None:
+    """Run :func:`child` until it ends, the parent is gone, or ``--timeout`` passes."""
+    parent = Parent()
     ports = [int(p) for p in args.ports.split(",")]
-    stdin_gone = asyncio.ensure_future(_wait_eof())
+    listen = asyncio.ensure_future(parent.listen())
+    gone = asyncio.ensure_future(parent.gone.wait())
     work = asyncio.ensure_future(
-        child(args.worker, ports, args.topology, args.modes, args.name, Path(args.out))
+        child(parent, args.worker, ports, args.topology, args.modes, args.name, Path(args.out))
     )
-    done, pending = await asyncio.wait(
-        {stdin_gone, work}, timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED
+    done, _ = await asyncio.wait(
+        {gone, work}, timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED
     )
-    for task in pending:
+    for task in (listen, gone, work):
         task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.gather(listen, gone, work, return_exceptions=True)
     if work in done:
         work.result()
-
-
-async def _wait_eof() -> None:
-    """Never returns while the parent lives (the child reads stdin itself; this waits on
-    the parent's process id, which changes when the parent dies)."""
-    parent = os.getppid()
-    while os.getppid() == parent:
-        await asyncio.sleep(0.5)
 
 
 # ---------------------------------------------------------------------- parent
@@ -177,7 +172,7 @@ async def run_once(topology: str, mode: str, timeout: float) -> dict[str, Any]:
                             stdin=asyncio.subprocess.PIPE,
                             stdout=asyncio.subprocess.PIPE,
                             env=env,
-                        )  # fmt: skip
+                        )
                     )
                 await asyncio.gather(*(_expect(p, "ready") for p in procs))
                 for p in procs:
