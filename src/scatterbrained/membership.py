@@ -215,10 +215,13 @@ class Membership:
             if record is None or not record.greeted:
                 if greeted < MAX_GREETINGS_PER_TICK and self.greet(beacon, now, active):
                     greeted += 1
-            elif not self.authenticated and beacon.session == record.session:
+            elif beacon.session == record.session:
                 # A beacon is a hint anyone can forge: with keys only authenticated traffic
                 # (heartbeats included) keeps a peer alive; without, only its own session's.
-                record.last_seen = now
+                if not self.authenticated:
+                    record.last_seen = now
+                for ad in beacon.namespaces:  # a version change alone raises no discovery
+                    record.hint_version(ad.name, ad.version)  # event: versions come from here
         self._heartbeat(now)
         for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
