@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .roster import check_sessions
 
 __all__ = ["LearningOptions"]
 
@@ -30,6 +31,10 @@ class LearningOptions:
             (the default) adapts it to how long they usually take, between 0.1 and 5 s
             (see :mod:`scatterbrained.learning.pacing`); ``0`` merges what has arrived.
         max_staleness_s: updates older than this (seconds) are never merged.
+        sessions: whom a node keeps sessions (handshake, heartbeats) with: ``"all"`` the
+            namespace's nodes, ``"neighbours"`` its topology neighbours only (and those that
+            greet it), ``"auto"`` (the default) all up to 64 nodes and neighbours past that;
+            see :mod:`scatterbrained.roster`.
         push_sum: merge with push-sum (weights travel with a scalar, so every node reaches
             the same uniform average on a directed graph; see
             :mod:`scatterbrained.learning.push_sum`). ``None`` (the default): on when the
@@ -68,6 +73,7 @@ class LearningOptions:
     gossip_wait: float | None = None
     max_staleness_s: float | None = 120.0
     push_sum: bool | None = None
+    sessions: str = "auto"
     consensus_rounds: int | None = None
     privacy: Any = None
     pairing: bool = False
@@ -84,6 +90,7 @@ class LearningOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        check_sessions(self.sessions)
         if self.on_bad_checkpoint not in ("raise", "fresh"):
             raise ConfigurationError(
                 f"on_bad_checkpoint must be 'raise' or 'fresh', got {self.on_bad_checkpoint!r}"

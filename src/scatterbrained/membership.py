@@ -71,6 +71,10 @@ class MembershipHost(Protocol):
         """The namespaces shown to others (name, advertised mode, version)."""
         ...
 
+    def wants_session(self, beacon: Beacon) -> bool:
+        """True when a shared namespace wants a session with the beacon's node."""
+        ...
+
     def member_changed(self, record: PeerRecord, namespaces: set[str] | None) -> None:
         """Re-evaluate ``record`` in the given namespaces (``None``: all of them)."""
         ...
@@ -254,6 +258,8 @@ class Membership:
         if active is None:
             active = self._active_namespaces()
         if not {ad.name for ad in beacon.namespaces} & active:
+            return False
+        if not node.wants_session(beacon):  # sessions scoped to topology neighbours
             return False
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
             node.drop("beacon_key", beacon.node_id)

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._tasks import Pulse
+from .discovery.base import Beacon
 from .errors import ConfigurationError, ModeError, PeerTimeoutError, ScatterbrainedError
 from .events import EpochDone, Event, EventBus, ModelChanged, ModeSwitched, PeerJoined, PeerLeft
 from .export.feed import EpochFeed
@@ -28,6 +29,7 @@ from .history import History
 from .inbox import RawInbox
 from .learning import Learner, LearningOptions
 from .peers import PeerRecord
+from .roster import Roster
 from .types import Identity, OperatingMode
 from .wire.messages import (
     Bye,
@@ -98,6 +100,10 @@ class NamespaceHost(Protocol):
 
     def announce_version_soon(self) -> None:
         """Refresh the discovery beacon only, rate-limited (a model version changed)."""
+        ...
+
+    def beacons(self) -> list[Beacon]:
+        """Discovery's candidates now (hints: ids, addresses, namespaces and modes)."""
         ...
 
 
@@ -202,6 +208,8 @@ class Namespace:
         self._announced_has_model = False  # what peers were last told (see emit)
         self._loop: asyncio.AbstractEventLoop | None = None
         options = LearningOptions.from_kwargs(learning)
+        #: Whom this node keeps sessions with here (see :mod:`scatterbrained.roster`).
+        self.roster = Roster(node.id, name, options.sessions)
         self.learner = Learner(self, model, create_optimizer, loss, options)
 
     # ------------------------------------------------------------------ lifecycle
@@ -491,6 +499,29 @@ class Namespace:
         """The mode ``peer_id`` last announced here, or ``None`` if it is not a member."""
         record = self.node.peer(peer_id) if peer_id in self._members else None
         return record.mode_in(self.name) if record is not None else None
+
+    def roster_modes(self) -> Mapping[str, OperatingMode]:
+        """The modes the topology is drawn over: the members', and with sessions scoped to
+        neighbours (:mod:`scatterbrained.roster`) also the other nodes discovery reports."""
+        self._refresh_roster()
+        return self.roster.modes(self.peer_modes())
+
+    def wants_session(self, peer_id: str) -> bool:
+        """True when this node should greet ``peer_id`` here (see :mod:`scatterbrained.roster`)."""
+        self._refresh_roster()
+        return self.roster.wants(peer_id)
+
+    def wanted_sessions(self, ids: set[str]) -> set[str]:
+        """The ids of ``ids`` this node should greet here (all, unless sessions are scoped)."""
+        self._refresh_roster()
+        return self.roster.wanted_of(ids)
+
+    def _refresh_roster(self) -> None:
+        now = time.monotonic()
+        if self.roster.due(now):
+            members = self.peer_modes()
+            exchange = self.learner.exchange
+            self.roster.refresh(now, self.node.beacons(), members, exchange.session_peers)
 
     def peer_modes(self) -> Mapping[str, OperatingMode]:
         """Each member's mode as far as weights go (a member without a model sends none)."""

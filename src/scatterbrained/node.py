@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._tasks import TaskSet
-from .discovery.base import Discovery, DiscoveryScope, scope_from_env
+from .discovery.base import Beacon, Discovery, DiscoveryScope, scope_from_env
 from .errors import ConfigurationError, SecurityError, WireError
 from .events import Event, EventBus, MessageDropped, MessageReceived, MessageSent
 from .membership import Membership, parse_bootstrap
@@ -408,6 +408,19 @@ class Node:
             return
         self._last_beacon = time.monotonic()
         self._membership.announce()
+
+    def beacons(self) -> list[Beacon]:
+        """Discovery's candidates now (hints; empty before start)."""
+        return self._discovery.candidates() if self._discovery is not None else []
+
+    def wants_session(self, beacon: Beacon) -> bool:
+        """True when a namespace this node shares with ``beacon``'s node wants a session
+        with it (see :mod:`scatterbrained.roster`)."""
+        for ad in beacon.namespaces:
+            ns = self._namespaces.get(ad.name)
+            if ns is not None and ns.wants_session(beacon.node_id):
+                return True
+        return False
 
     def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
         """The namespaces this node shows to others (OFFLINE ones are silent)."""

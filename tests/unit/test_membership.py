@@ -127,6 +127,9 @@ class _FakeHost:
     def member_changed(self, *_: Any) -> None:
         return None
 
+    def wants_session(self, beacon: Any) -> bool:
+        return True
+
     def peer_restarted(self, peer_id: str) -> None:
         return None
 

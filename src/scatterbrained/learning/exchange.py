@@ -103,14 +103,31 @@ class Exchange:
 
     def neighbours(self) -> tuple[list[str], list[str]]:
         """(targets, sources): out-neighbours that receive, in-neighbours that send."""
-        return exchange_neighbours(
+        members = self.port.peer_modes()
+        roster = self.port.roster_modes()
+        targets, sources = exchange_neighbours(
             self.port.node_id,
             self.effective_mode(),
-            self.port.peer_modes(),
+            roster,
             self.port.topology,
             self.round,
             pairing=self.options.pairing,
         )
+        if len(roster) == len(members):  # sessions with everybody: the roster is the members
+            return targets, sources
+        return [t for t in targets if t in members], [s for s in sources if s in members]
+
+    def session_peers(self, roster: Mapping[str, OperatingMode]) -> set[str]:
+        """The nodes of ``roster`` this node exchanges with, in either direction, now or as
+        a sender (what :mod:`scatterbrained.roster` greets when sessions are scoped)."""
+        me = self.port.node_id
+        targets, sources = exchange_neighbours(
+            me, self.effective_mode(), roster, self.port.topology, self.round,
+            pairing=self.options.pairing,
+        )  # fmt: skip
+        everyone = set(roster) | {me}
+        drawn = self.port.topology.neighbours(me, everyone, epoch=self.round)
+        return set(targets) | set(sources) | set(drawn.out) | set(drawn.inbound)
 
     def uses_push_sum(self) -> bool:
         """True when peers' exchanges use push-sum now (``options.push_sum``; by default on
@@ -141,7 +158,7 @@ class Exchange:
         """The centre of a synchronous centralized topology (e.g. ``Star``), else ``None``."""
         if not self.options.sync:
             return None
-        members = set(self.port.peer_modes()) | {self.port.node_id}
+        members = set(self.port.roster_modes()) | {self.port.node_id}
         center: str | None = self.port.topology.center(members)
         return center
 

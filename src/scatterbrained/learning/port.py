@@ -60,6 +60,11 @@ class FederationPort(Protocol):
         """Each member's announced (effective) mode, by id."""
         ...
 
+    def roster_modes(self) -> Mapping[str, OperatingMode]:
+        """The modes the topology is drawn over: the members', plus, when sessions are kept
+        with neighbours only, the other nodes discovery reports (see ``roster``)."""
+        ...
+
     def peer_mode(self, peer: str) -> OperatingMode | None:
         """The mode ``peer`` announced (whether or not it has a model), or ``None``."""
         ...

@@ -268,14 +268,16 @@ async def settle(
 def _settled(nodes: list[SimNode], versions: bool) -> bool:
     """True when every active node sees exactly the other active nodes with their current
     modes (what rounds decide on) and, with ``versions``, model versions (what
-    ``sync_model`` ranks peers by)."""
+    ``sync_model`` ranks peers by). With sessions scoped to topology neighbours (large
+    federations, :mod:`scatterbrained.roster`): at least its neighbours, and no node gone."""
     active = {sn.id: sn for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE}
     for sn in active.values():
-        if {p.id for p in sn.ns.peers} != set(active) - {sn.id}:
+        others = set(active) - {sn.id}
+        wanted = sn.ns.wanted_sessions(others)  # all, unless scoped
+        members = {p.id for p in sn.ns.peers}
+        if not sn.ns.roster.settled or not wanted <= members <= others:
             return False
-        for other in active.values():
-            if other is sn:
-                continue
+        for other in (active[m] for m in members):
             if sn.ns.peer_mode(other.id) is not other.ns.mode:
                 return False
             if versions and sn.ns.peer_version(other.id) != other.ns.version:
