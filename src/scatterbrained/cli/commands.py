@@ -15,7 +15,7 @@ from ..errors import ConfigurationError
 from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
 from .dashboard import dashboard_options, namespace_dashboard
-from .export_options import export_lines, export_options, make_loggers
+from .export_options import export_lines, make_loggers, node_export_options
 
 __all__ = ["format_epoch", "keys", "load_object", "node", "peers"]
 
@@ -110,7 +110,7 @@ def load_object(spec: str) -> Any:
     help="Without --model: seconds to wait for a peer to sync the model from (default: no limit).",
 )
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
-@export_options
+@node_export_options
 @dashboard_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
