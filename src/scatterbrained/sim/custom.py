@@ -57,6 +57,7 @@ __all__ = [
     "load_npz",
     "load_spec_dataset",
     "model_arguments",
+    "raised_message",
     "save_npz",
 ]
 
@@ -144,27 +145,31 @@ def import_object(spec: str, what: str) -> Any:
     return target
 
 
+def raised_message(what: str, spec: str, exc: BaseException) -> str:
+    """One line for an exception raised by the user's ``spec``: its type, its text (cut to
+    about 200 characters) and the line of the user's code that raised it (outside this
+    package)."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith(_PACKAGE):
+            where = f" at {frame.filename}:{frame.lineno}"
+            break
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    named = f"{what} {spec!r}" if what.startswith("-") else f"{what} = {spec!r}"
+    return f"{named} raised {type(exc).__name__}: {text}{where}; fix it and run again"
+
+
 def call_user(function: Callable[..., Any], spec: str, what: str, **kwargs: Any) -> Any:
     """Call the user's ``function`` (named ``spec`` by config key ``what``) with ``kwargs``.
 
     Raises:
-        ConfigurationError: the function raised; the message names the exception, its text
-            (cut to about 200 characters) and the line of the user's code that raised it.
+        ConfigurationError: the function raised; the message is :func:`raised_message`'s.
     """
     try:
         return function(**kwargs)
     except Exception as exc:
-        where = ""
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-            if not frame.filename.startswith(_PACKAGE):
-                where = f" at {frame.filename}:{frame.lineno}"
-                break
-        text = str(exc)
-        text = text if len(text) <= 200 else text[:197] + "..."
-        raise ConfigurationError(
-            f"{what} = {spec!r} raised {type(exc).__name__}: {text}{where}; fix the function "
-            f"and run again"
-        ) from None
+        raise ConfigurationError(raised_message(what, spec, exc)) from None
 
 
 def import_root(spec: str) -> str | None:
