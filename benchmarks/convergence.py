@@ -69,6 +69,7 @@ class Task:
     nodes: int = 16
     topology: str = "full mesh"
     adam: bool = False
+    one_call: bool = False
 
     def optimizer(self, model: Any) -> Any:
         """The task's optimizer for ``model`` (the paper's ``create_optimizer``)."""
@@ -114,7 +115,7 @@ def digits8ring() -> Task:
     MLP 64-64-10, Adam 1e-2, batch 16, 30 epochs."""
     task = digits16()
     return dataclasses.replace(
-        task, name="digits8ring", nodes=8, topology="ring", adam=True, lr=0.01
+        task, name="digits8ring", nodes=8, topology="ring", adam=True, lr=0.01, one_call=True
     )
 
 
@@ -195,6 +196,9 @@ async def federated(task: Task, options: dict[str, Any]) -> dict[str, Any]:
         loaders = [loader(task, part, i) for i, part in enumerate(parts)]
 
         async def run(ns: Any, data: Any) -> None:
+            if task.one_call:
+                await ns.train(task.epochs, data)
+                return
             for _ in range(task.epochs):
                 await ns.train(1, data)
 
@@ -202,6 +206,7 @@ async def federated(task: Task, options: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(run(ns, data) for ns, data in zip(spaces, loaders, strict=True)))
         wall = time.monotonic() - started
         accuracies = [accuracy(model, task) for model in models]
+        consensus = accuracy(average_model(task, models), task)
         sent = sum(node.transport.stats.bytes_out for node in nodes)
     finally:
         for node in nodes:
@@ -209,9 +214,21 @@ async def federated(task: Task, options: dict[str, Any]) -> dict[str, Any]:
     return {
         "mean_accuracy": round(float(np.mean(accuracies)), 4),
         "worst_accuracy": round(float(np.min(accuracies)), 4),
+        "average_model_accuracy": round(consensus, 4),
         "wall_s": round(wall, 2),
         "bytes": sent,
     }
+
+
+def average_model(task: Task, models: list[Any]) -> Any:
+    """A model whose weights are the uniform mean of ``models``' (what consensus would give)."""
+    import torch
+
+    mean = build_model(task)
+    states = [m.state_dict() for m in models]
+    with torch.no_grad():
+        mean.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]})
+    return mean
 
 
 def centralized(task: Task) -> dict[str, Any]:
@@ -240,6 +257,8 @@ MODES: dict[str, dict[str, Any]] = {
     "sync": {"sync": True},
     "gossip0": {"gossip_wait": 0.0},
     "plainmix": {"push_sum": False},
+    "noconsensus": {"consensus_rounds": 0},
+    "mean": {"aggregator": sb.aggregation.Mean()},
 }
 TASKS = {
     "digits16": digits16,

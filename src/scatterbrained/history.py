@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["EpochRecord", "History"]
+__all__ = ["EpochRecord", "History", "metric_row"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,30 @@ class History:
     def to_dicts(self) -> list[dict[str, Any]]:
         """All records as JSON-serialisable dicts."""
         return [r.as_dict() for r in self.records]
+
+
+def metric_row(node: str, record: EpochRecord) -> dict[str, Any]:
+    """One node's epoch as a ``metrics.jsonl`` row (the simulator's, the exporters' and the
+    dashboard's rows share these keys; ``accuracy`` is ``val_accuracy``, ``loss`` is
+    ``val_loss``, ``event`` is a fault the simulator adds).
+
+    Args:
+        node: the node id.
+        record: the epoch's record.
+    """
+    return {
+        "node": node,
+        "epoch": record.epoch,
+        "alive": True,
+        "event": None,
+        "accuracy": record.val_accuracy,
+        "loss": record.val_loss,
+        "train_loss": record.train_loss,
+        "mode": record.mode,
+        "merged_from": list(record.merged_from),
+        "bytes_sent": record.bytes_sent,
+        "bytes_received": record.bytes_received,
+        "wall_s": record.wall_s,
+        "peers": record.peers,
+        "version": record.version,
+    }

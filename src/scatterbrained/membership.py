@@ -220,8 +220,8 @@ class Membership:
                 # (heartbeats included) keeps a peer alive; without, only its own session's.
                 if not self.authenticated:
                     record.last_seen = now
-                for ad in beacon.namespaces:  # versions only rank peers for sync_model
-                    record.hint_version(ad.name, ad.version)
+                for ad in beacon.namespaces:  # a version change alone raises no discovery
+                    record.hint_version(ad.name, ad.version)  # event: versions come from here
         self._heartbeat(now)
         for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
@@ -230,7 +230,10 @@ class Membership:
         """Say Hello to a node seen in discovery if it shares a namespace with us.
 
         Namespaces this node is OFFLINE in do not count: OFFLINE is silent. At most one
-        greeting per address per heartbeat interval, however many ids beacons put there.
+        greeting per address per heartbeat interval, however many ids beacons put there. A
+        peer greeted already (same session) gets no Hello: its changed beacon only updates
+        the version hints (a Hello to every peer on every version change would cost O(N^2)
+        messages per epoch).
 
         Args:
             beacon: the candidate's beacon.
@@ -242,6 +245,11 @@ class Membership:
         """
         node = self.node
         if beacon.node_id == node.id:
+            return False
+        record = self.peers.get(beacon.node_id)
+        if record is not None and record.greeted and beacon.session == record.session:
+            for ad in beacon.namespaces:  # a known peer's new version: a hint, no Hello
+                record.hint_version(ad.name, ad.version)
             return False
         if active is None:
             active = self._active_namespaces()

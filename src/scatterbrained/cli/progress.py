@@ -1,18 +1,27 @@
-"""Live progress and the final summary table of a simulation, rendered with rich."""
+"""Live progress and the final summary table of a simulation, rendered with rich.
+
+On a terminal: a progress bar and one timestamped line per epoch, wrapped at the terminal's
+width. Off a terminal (piped to a file or ``| cat``): no progress bar and no colours; every
+line is printed whole, ``HH:MM:SS message``, never wrapped, so ``grep`` and log files see one
+line per message. Neither shows the source file of the line.
+"""
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..sim.config import SimConfig
 from ..sim.runner import RunResult
 
-__all__ = ["LiveProgress", "fmt_bytes", "print_summary"]
+__all__ = ["LiveProgress", "fmt_bytes", "make_console", "print_summary"]
 
 
 def fmt_bytes(count: float) -> str:
@@ -25,16 +34,29 @@ def fmt_bytes(count: float) -> str:
     return f"{count:.1f} GB"  # pragma: no cover
 
 
+def make_console() -> Console:
+    """A console for the CLI's output on stdout: no source locations on log lines, and off a
+    terminal no wrapping (``soft_wrap``): a long line stays one line."""
+    console = Console(log_path=False)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def _fmt_acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 class LiveProgress:
-    """A progress bar over epochs plus one printed line per epoch."""
+    """A progress bar over epochs plus one printed line per epoch.
+
+    The bar is drawn only on a terminal; off a terminal each line is printed whole (see the
+    module docstring).
+    """
 
     def __init__(self, config: SimConfig, console: Console | None = None) -> None:
         self.config = config
-        self.console = console or Console()
+        self.console = console or make_console()
+        self._live = self.console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -46,7 +68,8 @@ class LiveProgress:
         self._task = self._progress.add_task("epochs", total=config.epochs, info="")
 
     def __enter__(self) -> LiveProgress:
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         return self
 
     def __exit__(
@@ -55,12 +78,20 @@ class LiveProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._live:
+            self._progress.stop()
+
+    def _line(self, markup: str) -> None:
+        if self._live:
+            self.console.log(markup)
+        else:  # one whole line with its time, colours dropped, no wrapping
+            line = Text(time.strftime("%H:%M:%S ")) + Text.from_markup(markup)
+            self.console.print(line, soft_wrap=True, highlight=False)
 
     def status(self, message: str) -> None:
         """Show a status line (loading data, baselines, plots)."""
-        self._progress.update(self._task, info=message)
-        self.console.log(message)
+        self._progress.update(self._task, info=escape(message))
+        self._line(escape(message))  # plain text, not rich markup
 
     def epoch(self, epoch: int, rows: list[dict[str, Any]]) -> None:
         """Report one finished epoch."""
@@ -77,13 +108,13 @@ class LiveProgress:
         )
         if events:
             line += f"  [yellow]{events}[/]"
-        self.console.log(line)
+        self._line(line)
         self._progress.update(self._task, completed=epoch, info=f"acc {_fmt_acc(mean)}")
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     """Print the summary table, the baseline and where the files are."""
-    out = console or Console()
+    out = console or make_console()
     summary = result.summary
     table = Table(title="Summary", show_header=True)
     table.add_column("metric")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..events import EpochDone, Event, ModeSwitched, PeerJoined, PeerLeft
+from ..history import metric_row
 from .feed import Feed
 
 __all__ = ["attach_namespace"]
@@ -32,22 +33,7 @@ def _edges(me: str, members: dict[str, str | None]) -> list[list[str]]:
 
 
 def _row(me: str, record: Any) -> dict[str, Any]:
-    return {
-        "node": me,
-        "epoch": record.epoch,
-        "alive": True,
-        "event": None,
-        "accuracy": record.val_accuracy,
-        "loss": record.val_loss,
-        "train_loss": record.train_loss,
-        "mode": record.mode,
-        "merged_from": list(record.merged_from),
-        "bytes_sent": record.bytes_sent,
-        "bytes_received": record.bytes_received,
-        "wall_s": record.wall_s,
-        "peers": record.peers,
-        "version": record.version,
-    }
+    return metric_row(me, record)
 
 
 def attach_namespace(

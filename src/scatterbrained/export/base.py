@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from ..history import EpochRecord
+from ..history import EpochRecord, metric_row
 
 __all__ = [
     "AGGREGATE_RUN",
@@ -76,22 +76,7 @@ def record_row(node: str, record: EpochRecord) -> dict[str, Any]:
         A dict with the simulator's keys (``accuracy`` is ``val_accuracy``, ``loss`` is
         ``val_loss``) plus ``samples`` and, with a privacy mechanism, ``epsilon``.
     """
-    row: dict[str, Any] = {
-        "node": node,
-        "epoch": record.epoch,
-        "alive": True,
-        "accuracy": record.val_accuracy,
-        "loss": record.val_loss,
-        "train_loss": record.train_loss,
-        "mode": record.mode,
-        "merged_from": list(record.merged_from),
-        "bytes_sent": record.bytes_sent,
-        "bytes_received": record.bytes_received,
-        "wall_s": record.wall_s,
-        "peers": record.peers,
-        "version": record.version,
-        "samples": record.samples,
-    }
+    row = {**metric_row(node, record), "samples": record.samples}
     if record.epsilon is not None:
         row["epsilon"] = record.epsilon
     return row

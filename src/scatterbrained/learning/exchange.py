@@ -24,6 +24,7 @@ from .._tasks import Pulse
 from ..errors import WireError
 from ..events import Merged, RoundTimedOut, UpdateDropped, UpdateReceived
 from ..federation.aggregation import Contribution, aggregate
+from ..federation.consensus import consensus_steps
 from ..federation.rounds import (
     SeedLedger,
     StoredUpdate,
@@ -121,6 +122,20 @@ class Exchange:
             )
             self._push_sum_for = (members, wanted)
         return self._push_sum_for[1]
+
+    def consensus_steps(self, limit: int) -> int:
+        """Mixing steps that bring the members that send to near consensus (at most
+        ``limit``; see :func:`~scatterbrained.federation.consensus.consensus_steps`).
+
+        0 when this node does not take part in mixing (it neither sends nor receives, or
+        has no model), when it is alone, and under a centre (a synchronous ``Star``:
+        every client adopts the centre's model, which is consensus already).
+        """
+        mode = self.effective_mode()
+        if self.center() is not None or not (mode.sends or mode.receives):
+            return 0
+        members = set(self.members_that_send()) | {self.port.node_id}
+        return consensus_steps(self.port.topology, members, self.round, limit=limit)
 
     def center(self) -> str | None:
         """The centre of a synchronous centralized topology (e.g. ``Star``), else ``None``."""

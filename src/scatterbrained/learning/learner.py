@@ -40,11 +40,14 @@ from .protocols import choose_step, serving
 if TYPE_CHECKING:
     from ..adapters.base import ModelAdapter
 
-__all__ = ["Learner", "TrainingStopped"]
+__all__ = ["MAX_CONSENSUS_ROUNDS", "Learner", "TrainingStopped"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The most consensus rounds that end a ``train`` call by default (``consensus_rounds``).
+MAX_CONSENSUS_ROUNDS = 64
 
 
 class TrainingStopped(Exception):
@@ -175,6 +178,29 @@ class Learner:
         every = share_every if share_every is not None else self.options.share_every
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
+        if epochs:
+            await self._consensus(epochs)
+
+    async def _consensus(self, epochs: int) -> None:
+        """End a ``train`` call with exchanges that only mix (``consensus_rounds``).
+
+        On a sparse graph the nodes end training with different models (one exchange per
+        epoch reaches only the neighbours, and local training on skewed data pulls them
+        apart); a few mixing-only exchanges bring every node close to their average. Every
+        node of a namespace computes the same count from the same graph, so their rounds
+        stay aligned. The last epoch's exchange was the first mixing step, so a graph that
+        mixes in one step (complete, or a centralized star) gets none. By default there are
+        fewer than the epochs of the call: a one-epoch call (a loop of ``train(1)``) gets
+        none, and mixing never costs more traffic than training.
+        """
+        rounds = self.options.consensus_rounds
+        if rounds is None:
+            limit = min(epochs - 1, MAX_CONSENSUS_ROUNDS)
+            rounds = max(0, self.exchange.consensus_steps(limit + 1) - 1) if limit else 0
+        if rounds:
+            logger.debug("namespace %s: %d consensus rounds", self.port.name, rounds)
+        for _ in range(rounds):
+            await self.federate(trained=False)
 
     async def _train_one_epoch(
         self, trainloader: Any, validloader: Any, share_every: int | None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..discovery.memory import MemoryDiscovery, MemoryDiscoveryHub
+from ..history import metric_row as epoch_row
 from ..node import Node
 from ..transport.memory import MemoryNetwork, MemoryTransport
 from ..types import OperatingMode
@@ -298,16 +299,6 @@ def metric_row(
         row.update(accuracy=None, loss=None, train_loss=None, mode=mode, merged_from=[])
         row.update(bytes_sent=0, bytes_received=0, wall_s=time.monotonic() - started, peers=0)
         return row
-    row.update(
-        accuracy=record.val_accuracy,
-        loss=record.val_loss,
-        train_loss=record.train_loss,
-        mode=record.mode,
-        merged_from=list(record.merged_from),
-        bytes_sent=record.bytes_sent,
-        bytes_received=record.bytes_received,
-        wall_s=record.wall_s,
-        peers=record.peers,
-        version=record.version,
-    )
-    return row
+    trained = epoch_row(sn.id, record)
+    trained.update(row)  # the simulator's epoch, liveness and event
+    return trained

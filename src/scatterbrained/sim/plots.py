@@ -11,7 +11,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -23,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import ConfigurationError
 from ..types import OperatingMode
+from .plot_events import EVENT_STYLES, draw_events
 from .topology_drawing import (
     DEAD_COLOUR,
     MODE_COLOURS,
@@ -34,15 +34,21 @@ from .topology_drawing import (
     topology_legend,
 )
 
-__all__ = ["DEAD_COLOUR", "MODE_COLOURS", "plot_accuracy", "plot_topology"]
+__all__ = [
+    "DEAD_COLOUR",
+    "MODE_COLOURS",
+    "accuracy_figure",
+    "plot_accuracy",
+    "plot_topology",
+    "plot_topology_timeline",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Event marker (style, colour) of churn records.
-_EVENT_STYLES = MappingProxyType({"killed": ("X", "#d62728"), "restarted": ("^", "#17becf")})
 _FIGSIZE_INCHES = (12.0, 7.0)
 _DPI = 100
 _LABEL_MAX_NODES = 64
+_HIGHLIGHT_MAX_NODES = 6
 
 
 def _new_figure() -> tuple[Figure, Axes]:
@@ -97,15 +103,29 @@ def _epoch_stats(rows: list[tuple[str, float, float]]) -> dict[str, np.ndarray]:
 
 
 def _draw_node_lines(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
-    """Thin grey line per node; a dead epoch (accuracy None) breaks the line."""
+    """Thin grey line per node; an epoch without accuracy (dead, paused) breaks the line.
+
+    Nodes with a churn event (up to six of them) are drawn darker, their gaps bridged by a
+    dotted line, so that each event marker visibly belongs to its node's line.
+    """
     per_node: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    churned = {str(r["node"]) for r in records if r.get("event") in EVENT_STYLES}
+    if len(churned) > _HIGHLIGHT_MAX_NODES:
+        churned = set()  # many dark lines would hide the spread: markers only
     for record in records:
         accuracy = record.get("accuracy")
         value = float("nan") if accuracy is None else float(accuracy)
         per_node[str(record["node"])].append((float(record["epoch"]), value))
-    for points in per_node.values():
+    for node, points in per_node.items():
         points.sort()
-        ax.plot(*zip(*points, strict=True), color="#808080", linewidth=0.7, alpha=0.35, zorder=1)
+        xs, ys = (np.array(values) for values in zip(*points, strict=True))
+        if node not in churned:
+            ax.plot(xs, ys, color="#808080", linewidth=0.7, alpha=0.35, zorder=1)
+            continue
+        label = "a node with churn" if node == min(churned) else None
+        ax.plot(xs, ys, color="#333333", linewidth=1.3, zorder=3, gid=f"node:{node}", label=label)
+        known = ~np.isnan(ys)
+        ax.plot(xs[known], ys[known], color="#333333", linewidth=1.0, linestyle=":", zorder=3)
 
 
 def _draw_mode_dots(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
@@ -120,34 +140,6 @@ def _draw_mode_dots(ax: Axes, records: Sequence[Mapping[str, Any]]) -> None:
         xs, ys = zip(*by_mode[mode], strict=True)
         colour = MODE_COLOURS[mode]
         ax.scatter(xs, ys, s=10, color=colour, alpha=0.9, zorder=2, label=f"mode: {mode}")
-
-
-def _draw_events(
-    ax: Axes, records: Sequence[Mapping[str, Any]], stats: dict[str, np.ndarray]
-) -> None:
-    for event, (marker, colour) in _EVENT_STYLES.items():
-        points = []
-        for record in records:
-            if record.get("event") != event:
-                continue
-            epoch = float(record["epoch"])
-            accuracy = record.get("accuracy")
-            if accuracy is None:  # a dead node: mark it on the mean curve
-                accuracy = np.interp(epoch, stats["epoch"], stats["mean"]) if len(stats) else 0.0
-            points.append((epoch, float(accuracy)))
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.scatter(
-                xs,
-                ys,
-                marker=marker,
-                s=70,
-                color=colour,
-                edgecolors="white",
-                linewidths=0.8,
-                zorder=5,
-                label=f"{event} ({len(points)})",
-            )
 
 
 def _draw_summary(
@@ -193,18 +185,70 @@ def _draw_summary(
             label=f"centralized baseline ({centralized:.3f})",
             zorder=3,
         )
-    final = f"final epoch {epochs[-1]:g}: mean {stats['mean'][-1]:.3f}, "
-    final += f"min {stats['min'][-1]:.3f}, max {stats['max'][-1]:.3f}"
-    ax.text(
-        0.01,
-        0.99,
-        final,
-        transform=ax.transAxes,
-        va="top",
-        ha="left",
-        fontsize=11,
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#cccccc"},
-    )
+
+
+def _y_limits(stats: dict[str, np.ndarray], centralized: float | None) -> tuple[float, float]:
+    """From a little under the lowest accuracy (or baseline) to just over the highest, <= 1."""
+    values = [float(stats["min"].min()), float(stats["max"].max())]
+    if centralized is not None:
+        values.append(float(centralized))
+    low, high = max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05)
+    return low, (1.01 if high >= 1.0 else high)  # a baseline of 1.0 stays visible
+
+
+def _draw_accuracy(
+    ax: Axes,
+    records: Sequence[Mapping[str, Any]],
+    rows: list[tuple[str, float, float]],
+    centralized: float | None,
+) -> str:
+    """Draw everything of a non-empty plot; return the line of final-epoch figures."""
+    stats = _epoch_stats(rows)
+    low, high = _y_limits(stats, centralized)
+    _draw_node_lines(ax, records)
+    _draw_summary(ax, stats, centralized, len({node for node, _, _ in rows}))
+    _draw_mode_dots(ax, records)
+    draw_events(ax, records, low + 0.01)
+    ax.set_ylim(low, high)
+    # outside the axes, on the right: it can never hide the baseline or a marker
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, borderaxespad=0.0)
+    final = f"final epoch {stats['epoch'][-1]:g}: mean {stats['mean'][-1]:.3f}, "
+    return final + f"min {stats['min'][-1]:.3f}, max {stats['max'][-1]:.3f}"
+
+
+def accuracy_figure(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    centralized: float | None = None,
+    title: str = "Test accuracy per epoch",
+) -> Figure:
+    """Build the figure that :func:`plot_accuracy` saves (for tests and notebooks).
+
+    Raises:
+        ConfigurationError: a record lacks ``node`` or ``epoch``, or names an unknown mode.
+    """
+    rows = _accuracy_rows(records)
+    figure, ax = _new_figure()
+    if rows:
+        figure.suptitle(title, fontsize=14)
+        ax.set_title(_draw_accuracy(ax, records, rows, centralized), fontsize=11)
+    else:
+        ax.set_title(title, fontsize=14)
+        logger.warning("plot_accuracy: no record carries an accuracy; writing an empty plot")
+        ax.text(
+            0.5,
+            0.5,
+            "no accuracy recorded",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=16,
+            color="#808080",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch", fontsize=12)
+    ax.set_ylabel("test accuracy", fontsize=12)
+    ax.grid(alpha=0.3)
+    return figure
 
 
 def plot_accuracy(
@@ -217,8 +261,12 @@ def plot_accuracy(
     """Plot accuracy over epochs across nodes and save it (PNG unless ``out`` says otherwise).
 
     Draws the mean per epoch, the inter-quartile and min-max bands across nodes, a thin line
-    per node, dots coloured by operating mode (when not all PEER), churn markers for records
-    whose ``event`` is ``"killed"`` or ``"restarted"``, and a dashed centralized baseline.
+    per node, dots coloured by operating mode (when not all PEER), a dashed centralized
+    baseline, and for each record whose ``event`` is ``killed``, ``restarted``, ``paused`` or
+    ``resumed`` a marker at that node's own accuracy half an epoch before the record's epoch
+    (the event happened between the two epochs) with a dotted
+    vertical line. The legend sits outside the axes, on the right; the final epoch's mean,
+    min and max are the subtitle.
 
     Args:
         records: metrics rows with keys ``node``, ``epoch``, ``accuracy`` (a fraction in
@@ -233,34 +281,7 @@ def plot_accuracy(
     Raises:
         ConfigurationError: a record lacks ``node`` or ``epoch``, or names an unknown mode.
     """
-    rows = _accuracy_rows(records)
-    figure, ax = _new_figure()
-    if rows:
-        stats = _epoch_stats(rows)
-        _draw_node_lines(ax, records)
-        _draw_summary(ax, stats, centralized, len({node for node, _, _ in rows}))
-        _draw_mode_dots(ax, records)
-        _draw_events(ax, records, stats)
-        lowest = min(float(stats["min"].min()), centralized if centralized is not None else 1.0)
-        ax.set_ylim(max(0.0, lowest - 0.05), 1.0)
-        ax.legend(loc="lower right", fontsize=10, framealpha=0.9)
-    else:
-        logger.warning("plot_accuracy: no record carries an accuracy; writing an empty plot")
-        ax.text(
-            0.5,
-            0.5,
-            "no accuracy recorded",
-            transform=ax.transAxes,
-            ha="center",
-            fontsize=16,
-            color="#808080",
-        )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch", fontsize=12)
-    ax.set_ylabel("test accuracy", fontsize=12)
-    ax.set_title(title, fontsize=14)
-    ax.grid(alpha=0.3)
-    return _save(figure, out)
+    return _save(accuracy_figure(records, centralized=centralized, title=title), out)
 
 
 def plot_topology(
@@ -320,4 +341,51 @@ def plot_topology(
     ax.set_aspect("equal")
     ax.margins(0.08)
     ax.set_axis_off()
+    return _save(figure, out)
+
+
+def plot_topology_timeline(
+    records: Sequence[Mapping[str, Any]],
+    out: Path | str,
+    *,
+    nodes: Sequence[str] | None = None,
+    edges: Iterable[tuple[str, str]] = (),
+    title: str = "Topology over time",
+    max_frames: int = 6,
+    seed: int = 0,
+) -> Path:
+    """Draw the topology over a run, one panel per epoch where something changed, and save it.
+
+    Panels: the first epoch, every epoch where a node changed mode (a LEECHING node turning
+    PEER, a pause going OFFLINE) or liveness or had a churn event, and the last epoch; at most
+    ``max_frames``, evenly spaced when there are more. In each panel nodes are coloured by
+    their mode in that epoch, dead nodes are grey and hatched, edges are what the nodes
+    merged from in that epoch (``merged_from``; one-way edges are arrows), and a black ring
+    marks each node that changed. Nodes keep their place from panel to panel: a grid topology
+    is laid out as a grid, up to 32 other nodes on a circle, more by a seeded spring layout.
+    No axes are drawn. The figure is 4.2 x 4 inches a panel (three a row) plus the legend.
+
+    Args:
+        records: ``metrics.jsonl`` rows: ``node``, ``epoch``, ``alive``, ``mode``, ``event``,
+            ``merged_from`` (when absent, ``edges`` is drawn in every panel).
+        out: image path; parent folders are created.
+        nodes: every node id in layout order (default: the nodes of ``records``, sorted).
+        edges: the configured topology's ``(source, target)`` edges: they fix the layout, and
+            are drawn when the rows carry no ``merged_from``.
+        title: the figure's title.
+        max_frames: the most panels (>= 2).
+        seed: seed of the spring layout.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigurationError: a row lacks ``node`` or ``epoch`` or names an unknown mode, an
+            edge names an unknown node, or ``max_frames`` < 2.
+    """
+    from .topology_timeline import timeline_figure
+
+    figure = timeline_figure(
+        records, nodes=nodes, edges=edges, title=title, max_frames=max_frames, seed=seed
+    )
     return _save(figure, out)

@@ -216,7 +216,7 @@ def _live_epochs(exp: Experiment, live: LiveLog, on_epoch: EpochCallback | None)
 def _plots(
     exp: Experiment, rows: list[dict[str, Any]], out: Path, centralized: float | None
 ) -> tuple[Path, ...]:
-    from .plots import plot_accuracy, plot_topology
+    from .plots import plot_accuracy, plot_topology_timeline
 
     config = exp.config
     accuracy = plot_accuracy(
@@ -225,16 +225,12 @@ def _plots(
         centralized=centralized,
         title=f"{config.nodes} nodes, {config.topology}, {config.dataset}",
     )
-    last = {r["node"]: r for r in rows if r["epoch"] == config.epochs}
-    dead = [n for n, r in last.items() if not r["alive"]]
-    alive = [n for n in exp.ids if n not in dead]
-    modes = {
-        n: (last[n]["mode"] if n in last and last[n]["mode"] else exp.mode_of(i))
-        for i, n in enumerate(exp.ids)
-    }
-    edges = exp.topology().edges(alive, epoch=config.epochs)
-    topology = plot_topology(
-        exp.ids, edges, modes, out / "topology.png", title=f"Topology: {config.topology}", dead=dead
+    topology = plot_topology_timeline(
+        rows,
+        out / "topology.png",
+        nodes=exp.ids,
+        edges=exp.topology().edges(exp.ids, epoch=1),  # fixes the layout
+        title=f"Topology: {config.topology}",
     )
     return accuracy, topology
 

@@ -26,6 +26,7 @@ __all__ = [
     "draw_edges",
     "draw_labels",
     "draw_nodes",
+    "grid_columns",
     "layout",
     "topology_legend",
 ]
@@ -47,14 +48,22 @@ _CIRCULAR_MAX_NODES = 32
 def layout(graph: nx.Graph, seed: int) -> dict[str, tuple[float, float]]:
     """Place the nodes: deterministic for the same graph (same node order) and seed.
 
-    Up to 32 nodes: a circle, with nodes linked to every other node (a star's hubs) on an
-    inner circle or in the middle. More nodes: a spring layout seeded with ``seed``.
+    A grid (see :func:`grid_columns`): rows and columns. Else up to 32 nodes: a circle, with
+    nodes linked to every other node (a star's hubs) on an inner circle or in the middle.
+    More nodes: a spring layout seeded with ``seed``.
 
     Returns:
         node -> (x, y) in layout units (roughly ``[-1, 1]``).
     """
     count = graph.number_of_nodes()
     hubs = [node for node, degree in graph.degree() if degree == count - 1]
+    cols = grid_columns(graph)
+    if cols is not None:
+        scale = 2.0 / max(cols - 1, (count - 1) // cols, 1)
+        return {
+            str(node): ((i % cols) * scale - 1.0, 1.0 - (i // cols) * scale)
+            for i, node in enumerate(graph)
+        }
     if count <= _CIRCULAR_MAX_NODES and 0 < len(hubs) < count - 1:
         rest = [node for node in graph if node not in hubs]
         positions = nx.shell_layout(graph, nlist=[hubs, rest])  # a star: hubs in the middle
@@ -63,6 +72,27 @@ def layout(graph: nx.Graph, seed: int) -> dict[str, tuple[float, float]]:
     else:
         positions = nx.spring_layout(graph, seed=seed)
     return {str(node): (float(xy[0]), float(xy[1])) for node, xy in positions.items()}
+
+
+def grid_columns(graph: nx.Graph) -> int | None:
+    """The column count when ``graph`` is exactly a grid of its nodes in their order, else None.
+
+    A grid as :class:`scatterbrained.federation.topology.Grid` builds it: nodes row-major in
+    ``cols`` columns (the last row may be partial), each linked to its right and lower
+    neighbour; at least two rows and two columns. Direction is ignored.
+    """
+    nodes = list(graph)
+    count = len(nodes)
+    have = {frozenset(edge) for edge in graph.edges() if edge[0] != edge[1]}
+    for cols in range(2, count // 2 + 1):
+        rows = -(-count // cols)
+        if len(have) != (count - rows) + (count - cols):  # a grid's edge count
+            continue
+        want = {frozenset((nodes[i], nodes[i + 1])) for i in range(count - 1) if (i + 1) % cols}
+        want |= {frozenset((nodes[i], nodes[i + cols])) for i in range(count - cols)}
+        if want == have:
+            return cols
+    return None
 
 
 def checked_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -91,6 +121,26 @@ def _edge_style(source: str, target: str, dead: Collection[str]) -> dict[str, An
     return {"color": "#8a8a8a", "linestyle": "-"}
 
 
+def _crosses_a_node(
+    pos: Mapping[str, tuple[float, float]], source: str, target: str, points: np.ndarray
+) -> bool:
+    """Whether the straight segment source-target passes over a third node (as in a grid row)."""
+    a, b = np.array(pos[source]), np.array(pos[target])
+    span = b - a
+    length2 = float(span @ span)
+    if length2 < 1e-12:
+        return False
+    t = (points - a) @ span / length2
+    distance = np.hypot(*(a + np.outer(t, span) - points).T)
+    return bool(((t > 0.02) & (t < 0.98) & (distance < 0.03 * np.sqrt(length2))).any())
+
+
+def _arrow(
+    ax: Axes, pos: Mapping[str, tuple[float, float]], edge: tuple[str, str], **style: Any
+) -> None:
+    ax.add_patch(FancyArrowPatch(pos[edge[0]], pos[edge[1]], linewidth=0.9, zorder=1, **style))
+
+
 def draw_edges(
     ax: Axes,
     pos: Mapping[str, tuple[float, float]],
@@ -98,46 +148,58 @@ def draw_edges(
     dead: Collection[str],
     node_size: float,
 ) -> tuple[bool, int]:
-    """Draw edges, as arrows only when some edge has no reverse.
+    """Draw an edge present both ways as a plain line and a one-way edge as an arrow.
+
+    An edge whose straight line would pass over a third node is bent around it. Each arrow's
+    gid is ``"source->target"``, each bent two-way edge's ``"a--b"``.
 
     Returns:
-        Whether arrows were drawn, and the number of edges drawn (pairs when undirected).
+        Whether any arrow was drawn, and the number of edges drawn (a two-way pair is one).
     """
-    directed = any((target, source) not in edges for source, target in edges)
-    if not directed:
-        pairs = sorted({(min(edge), max(edge)) for edge in edges})
-        for faint in (False, True):
-            chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
-            style = _edge_style(*chosen[0], dead) if chosen else {}
-            segments = [(pos[a], pos[b]) for a, b in chosen]
+    pairs = sorted({(min(edge), max(edge)) for edge in edges if edge[::-1] in edges})
+    one_way = sorted(edge for edge in edges if edge[::-1] not in edges)
+    points = np.array(list(pos.values()))
+    bent = {e for e in [*pairs, *one_way] if _crosses_a_node(pos, e[0], e[1], points)}
+    for faint in (False, True):
+        chosen = [(a, b) for a, b in pairs if (a in dead or b in dead) == faint]
+        straight = [edge for edge in chosen if edge not in bent]
+        if straight:
+            style = _edge_style(*straight[0], dead)
             ax.add_collection(
                 LineCollection(
-                    segments,
-                    colors=style.get("color"),
-                    linestyles=style.get("linestyle", "-"),
+                    [(pos[a], pos[b]) for a, b in straight],
+                    colors=style["color"],
+                    linestyles=style["linestyle"],
                     linewidths=1.0,
                     zorder=1,
                 )
             )
-        return False, len(pairs)
-    shrink = (node_size**0.5) / 2 + 2  # points: marker radius plus a gap
-    for source, target in sorted(edges):
-        curved = (target, source) in edges  # bend both ways so the two arrows stay apart
-        ax.add_patch(
-            FancyArrowPatch(
-                pos[source],
-                pos[target],
-                arrowstyle="-|>",
-                mutation_scale=12,
-                linewidth=0.9,
-                shrinkA=shrink,
-                shrinkB=shrink,
-                zorder=1,
-                connectionstyle="arc3,rad=0.12" if curved else "arc3,rad=0",
-                **_edge_style(source, target, dead),
-            )
+    bend = "arc3,rad=0.2"
+    for a, b in (edge for edge in pairs if edge in bent):
+        _arrow(
+            ax,
+            pos,
+            (a, b),
+            arrowstyle="-",
+            connectionstyle=bend,
+            gid=f"{a}--{b}",
+            **_edge_style(a, b, dead),
         )
-    return True, len(edges)
+    shrink = (node_size**0.5) / 2 + 2  # points: marker radius plus a gap
+    for source, target in one_way:
+        _arrow(
+            ax,
+            pos,
+            (source, target),
+            arrowstyle="-|>",
+            mutation_scale=12,
+            shrinkA=shrink,
+            shrinkB=shrink,
+            connectionstyle=bend if (source, target) in bent else "arc3,rad=0",
+            gid=f"{source}->{target}",
+            **_edge_style(source, target, dead),
+        )
+    return bool(one_way), len(pairs) + len(one_way)
 
 
 def draw_labels(

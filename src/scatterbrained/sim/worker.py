@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ScatterbrainedError
+from ..history import metric_row
 from ..types import OperatingMode
 from .config import SimConfig
 from .experiment import NAMESPACE, Experiment, node_id
@@ -383,23 +384,9 @@ async def _serve_until_stopped(ns: Any, link: RunnerLink) -> None:
 
 def _row(node: str, index: int, epoch: int, record: Any, started: float) -> dict[str, Any]:
     """The metrics row of network epoch ``epoch`` (the runner adds the fault events)."""
-    return {
-        "node": node,
-        "index": index,
-        "epoch": epoch,
-        "alive": True,
-        "event": None,
-        "accuracy": record.val_accuracy,
-        "loss": record.val_loss,
-        "train_loss": record.train_loss,
-        "mode": record.mode,
-        "merged_from": list(record.merged_from),
-        "bytes_sent": record.bytes_sent,
-        "bytes_received": record.bytes_received,
-        "wall_s": time.monotonic() - started,
-        "peers": record.peers,
-        "version": record.version,
-    }
+    row = metric_row(node, record)
+    row.update(index=index, epoch=epoch, wall_s=time.monotonic() - started)
+    return row
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ def test_a_record_becomes_a_metrics_jsonl_row() -> None:
     result = record_row("a", record)
 
     assert result == {
-        "node": "a", "epoch": 3, "alive": True, "accuracy": 0.9, "loss": 0.4,
+        "node": "a", "epoch": 3, "alive": True, "event": None, "accuracy": 0.9, "loss": 0.4,
         "train_loss": 0.5, "mode": "peer", "merged_from": ["b", "c"], "bytes_sent": 10,
         "bytes_received": 20, "wall_s": 1.5, "peers": 2, "version": 7, "samples": 64,
         "epsilon": 2.0,

@@ -11,9 +11,10 @@ import matplotlib
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from scatterbrained.errors import ConfigurationError
-from scatterbrained.sim.plots import MODE_COLOURS, plot_accuracy, plot_topology
+from scatterbrained.sim.plots import MODE_COLOURS, accuracy_figure, plot_accuracy, plot_topology
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,3 +155,76 @@ def test_plotting_leaves_pyplot_and_rcparams_alone(tmp_path: Path) -> None:
     # Assert
     assert done.stdout.strip() == "False", done.stderr
     assert dict(matplotlib.rcParams) == before
+
+
+def _churn_records() -> list[dict[str, Any]]:
+    """_records plus n3 paused before epoch 4 (no accuracy while paused) and resumed before 6."""
+    rows = _records()
+    for row in rows:
+        if row["node"] == "n3" and 4 <= row["epoch"] < 6:
+            row.update(accuracy=None, mode="offline", event="paused" if row["epoch"] == 4 else None)
+        if row["node"] == "n3" and row["epoch"] == 6:
+            row["event"] = "resumed"
+    return rows
+
+
+def _accuracy_of(rows: list[dict[str, Any]], node: str, epoch: int) -> float:
+    return float(next(r["accuracy"] for r in rows if r["node"] == node and r["epoch"] == epoch))
+
+
+def _markers(figure: Figure, event: str) -> np.ndarray:
+    ax = figure.axes[0]
+    found = [c for c in ax.collections if c.get_gid() == f"event:{event}"]
+    assert len(found) == 1, f"no {event} markers"
+    return np.asarray(found[0].get_offsets())
+
+
+def test_churn_markers_sit_at_the_nodes_own_accuracy() -> None:
+    # Prepare
+    rows = _churn_records()
+    # Execute
+    figure = accuracy_figure(rows, centralized=0.93)
+    # Assert: half an epoch before the row's epoch (between the two epochs), at the node's
+    # last accuracy for a kill or pause, at its first one back for a restart or resume
+    expected = {
+        "killed": (2.5, _accuracy_of(rows, "n1", 2)),
+        "restarted": (5.5, _accuracy_of(rows, "n1", 6)),
+        "paused": (3.5, _accuracy_of(rows, "n3", 3)),
+        "resumed": (5.5, _accuracy_of(rows, "n3", 6)),
+    }
+    for event, xy in expected.items():
+        np.testing.assert_allclose(_markers(figure, event), [xy])
+    mean_at_2 = np.mean([_accuracy_of(rows, f"n{i}", 2) for i in range(6)])
+    assert abs(expected["killed"][1] - mean_at_2) > 1e-3, "the test data cannot tell them apart"
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert {"killed (1)", "restarted (1)", "paused (1)", "resumed (1)"} <= set(labels)
+    lines = [line for line in figure.axes[0].lines if line.get_linestyle() == ":"]
+    assert {
+        round(float(line.get_xdata()[0]), 1) for line in lines if len(line.get_xdata()) == 2
+    } >= {
+        2.5,
+        3.5,
+        5.5,
+    }, "a dotted vertical line per event epoch"
+
+
+def test_legend_is_outside_the_axes_and_clear_of_the_baseline() -> None:
+    # Prepare: a baseline near the top, where a legend inside would sit
+    figure = accuracy_figure(_churn_records(), centralized=0.99)
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    # Execute
+    legend = ax.get_legend().get_window_extent()
+    axes_box = ax.get_window_extent()
+    baseline = next(line for line in ax.lines if line.get_linestyle() == "--")
+    # Assert
+    assert legend.x0 >= axes_box.x1, "the legend overlaps the axes"
+    assert legend.x1 <= figure.bbox.x1 + 1, "the legend is cut off"
+    low, high = ax.get_ylim()
+    assert low < float(baseline.get_ydata()[0]) < high, "the baseline is outside the axes"
+
+
+def test_accuracy_subtitle_has_the_final_figures() -> None:
+    figure = accuracy_figure(_records(), title="six nodes")
+    assert figure.get_suptitle() == "six nodes"
+    assert figure.axes[0].get_title().startswith("final epoch 8: mean ")

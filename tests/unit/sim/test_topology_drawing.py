@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from scatterbrained.errors import ConfigurationError
-from scatterbrained.sim.topology_drawing import checked_edges, draw_edges, layout
+from scatterbrained.sim.topology_drawing import checked_edges, draw_edges, grid_columns, layout
 
 
 def _graph(nodes: list[str], edges: list[tuple[str, str]]) -> nx.Graph:
@@ -50,7 +50,7 @@ def test_checked_edges_drops_self_loops_and_rejects_strangers() -> None:
         checked_edges(["a"], [("a", "b")])
 
 
-def test_draw_edges_uses_arrows_only_for_asymmetric_edges() -> None:
+def test_draw_edges_uses_arrows_only_for_one_way_edges() -> None:
     # Prepare
     pos = {"a": (0.0, 0.0), "b": (1.0, 0.0), "c": (0.0, 1.0)}
     ax = Figure().add_subplot()
@@ -60,5 +60,33 @@ def test_draw_edges_uses_arrows_only_for_asymmetric_edges() -> None:
     directed = draw_edges(ax, pos, symmetric | {("a", "c")}, dead=(), node_size=100.0)
     # Assert
     assert undirected == (False, 2)
-    assert directed == (True, 5)
-    assert len(ax.patches) == 5
+    assert directed == (True, 3)  # two two-way pairs as lines, one arrow
+    assert [patch.get_gid() for patch in ax.patches] == ["a->c"]
+
+
+def test_grid_columns_finds_grids_only() -> None:
+    # Prepare: 10 nodes row-major in 4 columns (the last row partial), as Grid builds them
+    nodes = [f"g{i}" for i in range(10)]
+    pairs = [(nodes[i], nodes[i + 1]) for i in range(9) if (i + 1) % 4]
+    pairs += [(nodes[i], nodes[i + 4]) for i in range(6)]
+    ring = [(nodes[i], nodes[(i + 1) % 10]) for i in range(10)]
+    # Execute
+    found, not_grid = grid_columns(_graph(nodes, pairs)), grid_columns(_graph(nodes, ring))
+    pos = layout(_graph(nodes, pairs), seed=0)
+    # Assert
+    assert (found, not_grid) == (4, None)
+    assert pos["g0"][1] == pos["g3"][1] > pos["g4"][1] > pos["g8"][1]
+    assert pos["g0"][0] == pos["g4"][0] == pos["g8"][0] < pos["g1"][0]
+
+
+def test_edges_over_a_third_node_are_bent_around_it() -> None:
+    # Prepare: a, b, c in a row: a-c would run straight over b
+    pos = {"a": (0.0, 0.0), "b": (1.0, 0.0), "c": (2.0, 0.0), "d": (0.0, 1.0)}
+    ax = Figure().add_subplot()
+    edges = {("a", "c"), ("c", "a"), ("a", "b"), ("b", "a"), ("d", "c")}
+    # Execute
+    drawn = draw_edges(ax, pos, edges, dead=(), node_size=100.0)
+    # Assert
+    assert drawn == (True, 3)
+    assert sorted(str(patch.get_gid()) for patch in ax.patches) == ["a--c", "d->c"]
+    assert len(ax.collections) == 1  # a-b, straight, in one LineCollection
