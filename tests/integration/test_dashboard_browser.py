@@ -11,6 +11,7 @@ A screenshot is saved to the test's folder (and to ``$SB_ARTIFACTS`` when set).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ const mean = document.querySelector('#accuracy polyline.mean');
 return {
   status: document.body.dataset.status,
   epoch: Number(document.body.dataset.epoch),
+  accuracy: document.getElementById('stat-acc').textContent,
   nodes: q('#topology g.node').map((g) => ({
     id: g.dataset.node, mode: g.dataset.mode, state: g.dataset.state,
     badge: g.querySelector('text.badge') ? g.querySelector('text.badge').textContent : null,
@@ -185,5 +187,7 @@ def test_dashboard_shows_a_live_16_node_run_with_a_kill_and_a_mode_switch(
     live = [s["points"] for s in seen if s["status"] != "finished" and s["points"] > 0]
     assert live and max(live) > min(live), f"the curve did not grow while the run went: {live}"
     assert final["points"] == EPOCHS and final["epoch"] == EPOCHS
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text("utf-8"))
+    assert final["accuracy"] == f"{summary['mean_accuracy']:.3f}"  # not the paused node's
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     assert status == 0, "".join(sim.lines[-30:])

@@ -15,7 +15,7 @@ from ..errors import ConfigurationError
 from ..export.base import SafeLoggers
 from ._deps import is_missing_torch, missing_torch
 from .dashboard import dashboard_options, namespace_dashboard
-from .export_options import export_lines, export_options, make_loggers
+from .export_options import export_lines, make_loggers, node_export_options
 
 __all__ = ["format_epoch", "keys", "load_object", "node", "peers"]
 
@@ -110,7 +110,7 @@ def load_object(spec: str) -> Any:
     help="Without --model: seconds to wait for a peer to sync the model from (default: no limit).",
 )
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve after training.")
-@export_options
+@node_export_options
 @dashboard_options
 def node(**options: Any) -> None:
     """Run one real node: train on local data, federate, then serve until Ctrl-C.
@@ -167,15 +167,39 @@ def _check_graph_membership(topology: Any, node_id: str | None) -> None:
     )
 
 
-def _call_factory(spec: str) -> Any:
-    """Load and call the ``module:factory`` ``spec`` (a missing torch is one clear error)."""
+def _call_factory(spec: str, flag: str) -> Any:
+    """Load and call the ``module:factory`` ``spec`` given as ``flag``; what it raises is one
+    error line (a missing torch says how to install it)."""
+    from ..sim.custom import raised_message
+
     factory = load_object(spec)
     try:
         return factory()
     except ImportError as exc:
         if is_missing_torch(exc):
             raise missing_torch(f"{spec!r}", exc) from None
-        raise
+        raise ConfigurationError(raised_message(flag, spec, exc)) from None
+    except Exception as exc:
+        raise ConfigurationError(raised_message(flag, spec, exc)) from None
+
+
+def _check_model(model: Any, spec: str) -> Any:
+    """``model`` when the namespace can adapt it, else one error naming ``--model``."""
+    from ..adapters import ModelAdapter
+
+    torch = sys.modules.get("torch")
+    if (
+        isinstance(model, ModelAdapter)
+        or (torch is not None and isinstance(model, torch.nn.Module))
+        or callable(getattr(model, "partial_fit", None))
+    ):
+        return model
+    from ..sim.custom import describe
+
+    raise ConfigurationError(
+        f"--model {spec!r} returned {describe(model)}; return a torch.nn.Module, a "
+        "ModelAdapter, or a scikit-learn estimator with partial_fit"
+    )
 
 
 async def _run_node(o: dict[str, Any]) -> None:
@@ -198,7 +222,9 @@ async def _run_node(o: dict[str, Any]) -> None:
     }
     if o["policy"]:
         ns_options["policy"] = policy_from_spec(o["policy"])
-    model = _call_factory(o["model_spec"]) if o["model_spec"] else None
+    model = None
+    if o["model_spec"]:
+        model = _check_model(_call_factory(o["model_spec"], "--model"), o["model_spec"])
     loggers = make_loggers(
         o["tensorboard"], o["mlflow"], Path("runs"), run_name=None, experiment=o["namespace"]
     )
@@ -236,7 +262,8 @@ async def _serve_node(
                 await ns.sync_model(timeout=o["sync_timeout"])
                 click.echo(f"model synced (version {ns.version})")
             if o["data_spec"]:
-                trainloader, validloader = _loaders(_call_factory(o["data_spec"]))
+                data = _call_factory(o["data_spec"], "--data")
+                trainloader, validloader = _loaders(data, o["data_spec"])
                 await ns.train(o["epochs"], trainloader, validloader, loggers=loggers)
                 for line in export_lines(loggers):
                     click.echo(line)
@@ -277,10 +304,24 @@ def _echo_event(event: Any, policy: str | None) -> None:
         click.echo(f"mode {event.old} -> {event.new} ({reason})")
 
 
-def _loaders(data: Any) -> tuple[Any, Any]:
-    if isinstance(data, tuple) and len(data) == 2:
-        return data[0], data[1]
-    return data, None
+def _loaders(data: Any, spec: str) -> tuple[Any, Any]:
+    """``(trainloader, validloader)`` from what ``--data``'s factory returned.
+
+    Raises:
+        ConfigurationError: it is not a loader (an iterable of batches) or a pair of them.
+    """
+    train, valid = (
+        (data[0], data[1]) if isinstance(data, tuple) and len(data) == 2 else (data, None)
+    )
+    loaders = (train,) if valid is None else (train, valid)
+    if all(hasattr(x, "__iter__") and not isinstance(x, (str, bytes, dict)) for x in loaders):
+        return train, valid
+    from ..sim.custom import describe
+
+    raise ConfigurationError(
+        f"--data {spec!r} returned {describe(data)}; return (trainloader, validloader) or a "
+        "trainloader (iterables of (inputs, labels) batches, e.g. torch DataLoaders)"
+    )
 
 
 @click.command()

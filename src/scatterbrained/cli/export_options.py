@@ -19,31 +19,49 @@ import click
 from ..errors import ConfigurationError
 from ..export.base import MetricsLogger
 
-__all__ = ["export_lines", "export_options", "make_loggers", "pop_export_flags"]
-
-_OPTIONS = [
-    click.option(
-        "--tensorboard",
-        is_flag=False,
-        flag_value="",
-        default=None,
-        metavar="[DIR]",
-        help="Export metrics as TensorBoard event files to DIR (default: <run>/tensorboard).",
-    ),
-    click.option(
-        "--mlflow",
-        is_flag=False,
-        flag_value="",
-        default=None,
-        metavar="[URI]",
-        help="Log metrics to MLflow at URI or folder (default: a file store <run>/mlruns).",
-    ),
+__all__ = [
+    "export_lines",
+    "export_options",
+    "make_loggers",
+    "node_export_options",
+    "pop_export_flags",
 ]
 
 
+def _options(folder: str) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    return [
+        click.option(
+            "--tensorboard",
+            is_flag=False,
+            flag_value="",
+            default=None,
+            metavar="[DIR]",
+            help=f"Export metrics as TensorBoard event files to DIR (default: "
+            f"{folder}/tensorboard).",
+        ),
+        click.option(
+            "--mlflow",
+            is_flag=False,
+            flag_value="",
+            default=None,
+            metavar="[URI]",
+            help=f"Log metrics to MLflow at URI or folder (default: a file store {folder}/mlruns).",
+        ),
+    ]
+
+
 def export_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--tensorboard [DIR]`` and ``--mlflow [URI]`` to a click command."""
-    for option in reversed(_OPTIONS):
+    """Add ``--tensorboard [DIR]`` and ``--mlflow [URI]`` to a click command (by default
+    into the run folder)."""
+    for option in reversed(_options("<run folder>")):
+        func = option(func)
+    return func
+
+
+def node_export_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--tensorboard [DIR]`` and ``--mlflow [URI]`` to ``node`` (by default into
+    ``runs/`` of the working folder)."""
+    for option in reversed(_options("runs")):
         func = option(func)
     return func
 

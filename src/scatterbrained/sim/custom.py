@@ -33,6 +33,7 @@ import os
 import re
 import reprlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "MODEL_ARGUMENTS",
     "as_dataset",
     "build_spec_model",
+    "call_user",
     "describe",
     "from_split",
     "import_object",
@@ -55,6 +57,7 @@ __all__ = [
     "load_npz",
     "load_spec_dataset",
     "model_arguments",
+    "raised_message",
     "save_npz",
 ]
 
@@ -63,6 +66,7 @@ _SPEC = re.compile(rf"^{_NAME}:{_NAME}$")
 _REPR = reprlib.Repr()
 _REPR.maxstring = 60
 _REPR.maxother = 60
+_PACKAGE = str(Path(__file__).resolve().parents[1])
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 #: What a dataset loader (or ``SimConfig(dataset=...)``) may return, for error messages.
@@ -139,6 +143,33 @@ def import_object(spec: str, what: str) -> Any:
     if not callable(target):
         raise ConfigurationError(f"{what} = {spec!r} is {describe(target)}, not a function")
     return target
+
+
+def raised_message(what: str, spec: str, exc: BaseException) -> str:
+    """One line for an exception raised by the user's ``spec``: its type, its text (cut to
+    about 200 characters) and the line of the user's code that raised it (outside this
+    package)."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith(_PACKAGE):
+            where = f" at {frame.filename}:{frame.lineno}"
+            break
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    named = f"{what} {spec!r}" if what.startswith("-") else f"{what} = {spec!r}"
+    return f"{named} raised {type(exc).__name__}: {text}{where}; fix it and run again"
+
+
+def call_user(function: Callable[..., Any], spec: str, what: str, **kwargs: Any) -> Any:
+    """Call the user's ``function`` (named ``spec`` by config key ``what``) with ``kwargs``.
+
+    Raises:
+        ConfigurationError: the function raised; the message is :func:`raised_message`'s.
+    """
+    try:
+        return function(**kwargs)
+    except Exception as exc:
+        raise ConfigurationError(raised_message(what, spec, exc)) from None
 
 
 def import_root(spec: str) -> str | None:
@@ -264,7 +295,16 @@ def load_spec_dataset(spec: str, *, seed: int = 0) -> Dataset:
     """
     loader = import_object(spec, "dataset")
     name = spec.strip().partition(":")[0].split(".")[-1]
-    return as_dataset(loader(), name=name, seed=seed, what=f"{spec}()")
+    returned = call_user(loader, spec, "dataset")
+    try:
+        return as_dataset(returned, name=name, seed=seed, what=f"{spec}()")
+    except ConfigurationError as exc:
+        text = str(exc)
+        if text.startswith(f"{spec}()"):
+            raise
+        raise ConfigurationError(
+            f"dataset = {spec!r} returned data that does not fit: {text}"
+        ) from None
 
 
 def save_npz(dataset: Dataset, path: Path) -> Path:
@@ -359,13 +399,13 @@ def build_spec_model(spec: str, offered: dict[str, Any], seed: int | None = None
     factory = import_object(spec, "model")
     kwargs = _factory_kwargs(factory, spec, offered)
     if seed is None:
-        model = factory(**kwargs)
+        model = call_user(factory, spec, "model", **kwargs)
     else:
         import torch
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = factory(**kwargs)
+            model = call_user(factory, spec, "model", **kwargs)
     import torch
 
     if not isinstance(model, torch.nn.Module):

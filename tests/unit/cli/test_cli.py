@@ -96,6 +96,19 @@ def test_every_command_has_help(
         assert text in out, f"{' '.join(argv) or 'scatterbrained'} --help lacks {text!r}"
 
 
+@pytest.mark.parametrize(
+    ("command", "folder"), [("simulate", "<runfolder>"), ("demo", "<runfolder>"), ("node", "runs")]
+)
+def test_export_flags_help_names_the_folder_the_command_really_uses(
+    command: str, folder: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main([command, "--help"], capsys)
+
+    assert code == 0
+    assert f"(default:{folder}/tensorboard)" in squash(out)
+    assert f"(default:afilestore{folder}/mlruns)" in squash(out)
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--version"], capsys)
 

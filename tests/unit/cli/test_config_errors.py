@@ -360,3 +360,106 @@ def test_without_torch_a_node_with_a_torch_model_says_how_to_install_it(tmp_path
         "(No module named 'torch'); install it with pip install 'scatterbrained[torch]'"
     ]
     assert "listening" not in done.stdout
+
+
+# ------------------------------------------------------- your own module:function, broken
+
+USER_MODULE = """
+import numpy as np
+
+def raises(*args, **kwargs):
+    raise ValueError("disk on fire")
+
+def returns_int(*args, **kwargs):
+    return 42
+
+def big_mismatch():
+    return np.zeros((3000, 64), dtype="float32"), np.zeros(2999, dtype="int64")
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ["simulate", "--dataset", "nomod_x:load"],
+            ["dataset = 'nomod_x:load': cannot import 'nomod_x'"],
+        ),
+        (
+            ["simulate", "--dataset", "mine:absent"],
+            ["dataset = 'mine:absent': module 'mine' has no attribute 'absent'"],
+        ),
+        (
+            ["simulate", "--dataset", "mine:raises"],
+            ["dataset = 'mine:raises' raised ValueError: disk on fire at ", "mine.py:5"],
+        ),
+        (
+            ["simulate", "--model", "mine:raises"],
+            ["model = 'mine:raises' raised ValueError: disk on fire at "],
+        ),
+        (["simulate", "--dataset", "mine:returns_int"], ["mine:returns_int() = 42: expected"]),
+        (["simulate", "--model", "mine:returns_int"], ["returned 42; return a torch.nn.Module"]),
+        (
+            ["simulate", "--dataset", "mine:big_mismatch"],
+            ["dataset = 'mine:big_mismatch' returned data", "(3000, 64) and (2999,)"],
+        ),
+        (["node", "-n", "x", "--model", "nomod_x:f"], ["cannot import 'nomod_x'"]),
+        (
+            ["node", "-n", "x", "--model", "mine:raises"],
+            ["--model 'mine:raises' raised ValueError: disk on fire at "],
+        ),
+        (
+            ["node", "-n", "x", "--model", "mine:returns_int"],
+            ["--model 'mine:returns_int' returned 42; return a torch.nn.Module"],
+        ),
+    ],
+)
+def test_a_broken_own_function_is_one_line_without_traceback_or_data(
+    args: list[str], fragments: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "mine.py").write_text(USER_MODULE, encoding="utf-8")
+    if args[0] == "node":
+        extra = ["--discovery", "off", "--no-serve"]
+    else:
+        extra = ["--nodes", "2", "--epochs", "1", "--out", "run"]
+
+    done = run_cli_process([*args, *extra], tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert len(lines[0]) < 400 and "0. 0. 0." not in lines[0]  # described, never dumped
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_node_whose_data_function_returns_no_loader_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text(
+        USER_MODULE + "\nfrom torch import nn\n\ndef model():\n    return nn.Linear(64, 10)\n",
+        encoding="utf-8",
+    )
+
+    done = run_cli_process(
+        [
+            "node",
+            "-n",
+            "x",
+            "--model",
+            "mine:model",
+            "--data",
+            "mine:returns_int",
+            "--discovery",
+            "off",
+            "--no-serve",
+        ],
+        tmp_path,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --data 'mine:returns_int' returned 42; return (trainloader, validloader) or a "
+        "trainloader (iterables of (inputs, labels) batches, e.g. torch DataLoaders)"
+    ]

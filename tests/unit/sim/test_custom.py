@@ -47,6 +47,15 @@ def load():
 
 def load_nothing():
     return None
+
+def load_broken():
+    raise ValueError("disk on fire")
+
+def model_broken(num_classes):
+    raise RuntimeError("bad layer size")
+
+def load_mismatched():
+    return np.zeros((2000, 64), dtype="float32"), np.zeros(1999, dtype="int64")
 """
 
 
@@ -192,6 +201,30 @@ def test_unimportable_and_missing_functions_name_the_spec(user_module: str) -> N
         Experiment.load(SimConfig(dataset=f"{user_module}:absent"))
     with pytest.raises(ConfigurationError, match=r"load_nothing\(\) = None: expected a Dataset"):
         Experiment.load(SimConfig(dataset=f"{user_module}:load_nothing"))
+
+
+def test_a_loader_or_factory_that_raises_gives_one_line_naming_it_and_its_line(
+    user_module: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as loading:
+        Experiment.load(SimConfig(dataset=f"{user_module}:load_broken"))
+    with pytest.raises(ConfigurationError) as building:
+        build_spec_model(f"{user_module}:model_broken", model_arguments((64,), 10, 16))
+
+    message = str(loading.value)
+    assert message.startswith(f"dataset = '{user_module}:load_broken' raised ValueError: disk")
+    assert f"{user_module}.py:" in message and "\n" not in message
+    assert loading.value.__cause__ is None and loading.value.__suppress_context__
+    assert "raised RuntimeError: bad layer size" in str(building.value)
+
+
+def test_data_of_mismatched_lengths_names_the_loader_and_the_shapes(user_module: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Experiment.load(SimConfig(dataset=f"{user_module}:load_mismatched"))
+
+    message = str(caught.value)
+    assert message.startswith(f"dataset = '{user_module}:load_mismatched' returned data")
+    assert "(2000, 64) and (1999,)" in message and len(message) < 300
 
 
 def test_own_model_and_data_by_name_learn_in_memory(

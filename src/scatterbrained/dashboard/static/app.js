@@ -319,8 +319,10 @@ function drawLog() {
 
 function drawHeader() {
   const nodes = [...state.nodes.values()];
-  const accs = nodes.filter((n) => n.alive && n.lastAcc != null).map((n) => n.lastAcc);
-  const mean = accs.length ? accs.reduce((a, b) => a + b, 0) / accs.length : null;
+  // The mean of the newest epoch's accuracies: the end of the black curve, the event log's
+  // and the summary's number (a paused node's old accuracy does not count).
+  const series = meanSeries();
+  const mean = series.length ? series[series.length - 1][1] : null;
   document.getElementById("stat-epoch").textContent = state.epochs ? `${state.epoch}/${state.epochs}` : String(state.epoch);
   document.getElementById("stat-acc").textContent = fmt(mean);
   document.getElementById("stat-alive").textContent = `${nodes.filter((n) => n.alive && !n.gone).length}/${nodes.length}`;
