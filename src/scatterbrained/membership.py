@@ -75,6 +75,10 @@ class MembershipHost(Protocol):
         """True when a shared namespace wants a session with the beacon's node."""
         ...
 
+    def wanted_sessions(self) -> set[str] | None:
+        """The ids this node wants sessions with, or ``None`` for everybody."""
+        ...
+
     def member_changed(self, record: PeerRecord, namespaces: set[str] | None) -> None:
         """Re-evaluate ``record`` in the given namespaces (``None``: all of them)."""
         ...
@@ -213,10 +217,13 @@ class Membership:
         node = self.node
         assert node.discovery is not None
         active = self._active_namespaces()
+        wanted = node.wanted_sessions()  # None: everybody (sessions not scoped)
         greeted = 0
         for beacon in node.discovery.candidates():
             record = self.peers.get(beacon.node_id)
             if record is None or not record.greeted:
+                if wanted is not None and beacon.node_id not in wanted:
+                    continue  # not a neighbour: no session (see roster.py)
                 if greeted < MAX_GREETINGS_PER_TICK and self.greet(beacon, now, active):
                     greeted += 1
             elif beacon.session == record.session:

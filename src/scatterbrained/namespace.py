@@ -516,6 +516,11 @@ class Namespace:
         self._refresh_roster()
         return self.roster.wanted_of(ids)
 
+    def wanted_sessions_now(self) -> frozenset[str] | None:
+        """Whom this node wants sessions with here: ``None`` for everybody (not scoped)."""
+        self._refresh_roster()
+        return self.roster.wanted if self.roster.scoped else None
+
     def _refresh_roster(self) -> None:
         now = time.monotonic()
         if self.roster.due(now):

@@ -422,6 +422,17 @@ class Node:
                 return True
         return False
 
+    def wanted_sessions(self) -> set[str] | None:
+        """The ids this node wants sessions with: ``None`` (everybody) unless every
+        namespace keeps sessions with its topology neighbours only (large federations)."""
+        wanted: set[str] = set()
+        for ns in self._namespaces.values():
+            sessions = ns.wanted_sessions_now()
+            if sessions is None:
+                return None
+            wanted |= sessions
+        return wanted
+
     def namespace_infos(self) -> tuple[NamespaceInfo, ...]:
         """The namespaces this node shows to others (OFFLINE ones are silent)."""
         return tuple(

@@ -36,10 +36,13 @@ __all__ = ["FULL_SESSIONS_MAX", "REFRESH_S", "SESSIONS", "Roster"]
 FULL_SESSIONS_MAX = 64
 #: Seconds between roster refreshes (a refresh reads every beacon: O(N)).
 REFRESH_S = 0.5
+#: Roster size up to which it is re-read every :data:`REFRESH_S` (larger ones less often).
+ROSTER_PER_REFRESH = 250
 #: The values of the ``sessions`` namespace option.
 SESSIONS = ("auto", "all", "neighbours")
 
 Modes = Mapping[str, OperatingMode]
+_MODES = {mode.value: mode for mode in OperatingMode}
 
 
 def check_sessions(value: object) -> str:
@@ -77,13 +80,20 @@ class Roster:
         self._refreshed_at = float("-inf")
 
     @property
+    def wanted(self) -> frozenset[str]:
+        """The ids to greet when sessions are scoped (drawn at the last settled refresh)."""
+        return self._wanted
+
+    @property
     def settled(self) -> bool:
         """True when the wanted set is drawn for the roster as it is now."""
         return not self.scoped or self._drawn_for == self._seen
 
     def due(self, now: float) -> bool:
-        """True when :meth:`refresh` would re-read the roster at ``now``."""
-        return now - self._refreshed_at >= REFRESH_S
+        """True when :meth:`refresh` would re-read the roster at ``now`` (every
+        :data:`REFRESH_S`, and less often in large rosters: each read is O(N))."""
+        size = len(self._seen) if self._seen is not None else 0
+        return now - self._refreshed_at >= REFRESH_S * max(1.0, size / ROSTER_PER_REFRESH)
 
     def refresh(
         self,
@@ -121,13 +131,11 @@ class Roster:
             for ad in beacon.namespaces:
                 if ad.name != self.namespace:
                     continue
-                try:
-                    mode = OperatingMode.parse(ad.mode)
-                except ValueError:
-                    break
-                if mode is not OperatingMode.OFFLINE and beacon.node_id != self.me:
+                mode = _MODES.get(ad.mode)
+                if mode is not None and mode is not OperatingMode.OFFLINE:
                     advertised[beacon.node_id] = mode
                 break
+        advertised.pop(self.me, None)
         return advertised
 
     def modes(self, members: Modes) -> dict[str, OperatingMode]:

@@ -130,6 +130,9 @@ class _FakeHost:
     def wants_session(self, beacon: Any) -> bool:
         return True
 
+    def wanted_sessions(self) -> set[str] | None:
+        return None
+
     def peer_restarted(self, peer_id: str) -> None:
         return None
 

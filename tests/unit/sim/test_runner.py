@@ -159,10 +159,19 @@ def test_default_out_never_reuses_a_folder(tmp_path: Path, monkeypatch: pytest.M
 FAKE_MODES: dict[str, OperatingMode] = {}
 
 
-def fake_node(node_id: str, mode: OperatingMode, sees: set[str], paused: bool = False) -> Any:
-    """Just what ``settle`` reads of a SimNode: id, alive, active and the namespace's view."""
+def fake_node(
+    node_id: str,
+    mode: OperatingMode,
+    sees: set[str],
+    paused: bool = False,
+    neighbours: set[str] | None = None,
+) -> Any:
+    """Just what ``settle`` reads of a SimNode: id, alive, active and the namespace's view
+    (``neighbours``: whom it keeps sessions with when they are scoped; default everybody)."""
     peers = [SimpleNamespace(id=p) for p in sees]
     ns = SimpleNamespace(mode=mode, peers=peers, version=0)
+    ns.wanted_sessions = lambda ids: set(ids) if neighbours is None else ids & neighbours
+    ns.roster = SimpleNamespace(settled=True)
     # every node sees each peer's true mode (settle also compares modes) at version 0
     FAKE_MODES[node_id] = mode
     ns.peer_mode = FAKE_MODES.get
@@ -180,6 +189,19 @@ def test_settle_does_not_wait_for_the_view_of_an_offline_or_paused_node() -> Non
     ]
 
     assert asyncio.run(settle(nodes, timeout=0.5)) is True
+
+
+@pytest.mark.timeout(10)
+def test_with_sessions_scoped_to_neighbours_settle_waits_for_the_neighbours_only() -> None:
+    ring = [
+        fake_node("a", OperatingMode.PEER, {"b"}, neighbours={"b"}),
+        fake_node("b", OperatingMode.PEER, {"a", "c"}, neighbours={"a", "c"}),
+        fake_node("c", OperatingMode.PEER, {"b"}, neighbours={"b"}),
+    ]
+    missing = [*ring[:2], fake_node("c", OperatingMode.PEER, set(), neighbours={"b"})]
+
+    assert asyncio.run(settle(ring, timeout=0.5)) is True
+    assert asyncio.run(settle(missing, timeout=0.2)) is False
 
 
 @pytest.mark.timeout(10)
