@@ -67,7 +67,8 @@ def shape(result: RunResult) -> list[tuple[Any, ...]]:
     ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.extended  # minutes of actor restarts on 2 cores: `pytest -m extended`
+@pytest.mark.timeout(600)
 def test_faults_on_actors_give_the_in_memory_backends_rows(tmp_path: Path) -> None:
     small = SimConfig(
         nodes=3,
