@@ -71,10 +71,6 @@ class MembershipHost(Protocol):
         """The namespaces shown to others (name, advertised mode, version)."""
         ...
 
-    def wants_session(self, beacon: Beacon) -> bool:
-        """True when a shared namespace wants a session with the beacon's node."""
-        ...
-
     def wanted_sessions(self) -> set[str] | None:
         """The ids this node wants sessions with, or ``None`` for everybody."""
         ...
@@ -222,7 +218,7 @@ class Membership:
         for beacon in node.discovery.candidates():
             record = self.peers.get(beacon.node_id)
             if record is None or not record.greeted:
-                if wanted is not None and beacon.node_id not in wanted:
+                if not _in_scope(beacon.node_id, wanted):
                     continue  # not a neighbour: no session (see roster.py)
                 if greeted < MAX_GREETINGS_PER_TICK and self.greet(beacon, now, active):
                     greeted += 1
@@ -231,8 +227,7 @@ class Membership:
                 # (heartbeats included) keeps a peer alive; without, only its own session's.
                 if not self.authenticated:
                     record.last_seen = now
-                for ad in beacon.namespaces:  # a version change alone raises no discovery
-                    record.hint_version(ad.name, ad.version)  # event: versions come from here
+                _hint_versions(record, beacon)  # a version change alone raises no event
         self._heartbeat(now)
         for record in self.peers.expired(now, node.peer_timeout):
             self.drop_peer(record.id, "timeout")
@@ -259,14 +254,13 @@ class Membership:
             return False
         record = self.peers.get(beacon.node_id)
         if record is not None and record.greeted and beacon.session == record.session:
-            for ad in beacon.namespaces:  # a known peer's new version: a hint, no Hello
-                record.hint_version(ad.name, ad.version)
+            _hint_versions(record, beacon)  # a known peer's new version: a hint, no Hello
             return False
+        if not _in_scope(beacon.node_id, node.wanted_sessions()):
+            return False  # sessions scoped to topology neighbours (see roster.py)
         if active is None:
             active = self._active_namespaces()
         if not {ad.name for ad in beacon.namespaces} & active:
-            return False
-        if not node.wants_session(beacon):  # sessions scoped to topology neighbours
             return False
         if self.allowed_keys is not None and beacon.public_key not in self.allowed_keys:
             node.drop("beacon_key", beacon.node_id)
@@ -471,6 +465,17 @@ class Membership:
             self.node.member_changed(record, {message.namespace})
         else:
             self.drop_peer(message.sender, "bye")
+
+
+def _in_scope(peer_id: str, wanted: set[str] | None) -> bool:
+    """True when ``peer_id`` may be greeted (``wanted`` is ``None``: everybody may)."""
+    return wanted is None or peer_id in wanted
+
+
+def _hint_versions(record: PeerRecord, beacon: Beacon) -> None:
+    """Note the model versions a greeted peer's own beacon advertises (hints only)."""
+    for ad in beacon.namespaces:
+        record.hint_version(ad.name, ad.version)
 
 
 def parse_bootstrap(entry: str) -> tuple[str, str | None]:

@@ -506,20 +506,11 @@ class Namespace:
         self._refresh_roster()
         return self.roster.modes(self.peer_modes())
 
-    def wants_session(self, peer_id: str) -> bool:
-        """True when this node should greet ``peer_id`` here (see :mod:`scatterbrained.roster`)."""
+    def wanted_sessions(self) -> frozenset[str] | None:
+        """Whom this node greets here: ``None`` for everybody, else (sessions scoped to
+        topology neighbours, see :mod:`scatterbrained.roster`) their ids."""
         self._refresh_roster()
-        return self.roster.wants(peer_id)
-
-    def wanted_sessions(self, ids: set[str]) -> set[str]:
-        """The ids of ``ids`` this node should greet here (all, unless sessions are scoped)."""
-        self._refresh_roster()
-        return self.roster.wanted_of(ids)
-
-    def wanted_sessions_now(self) -> frozenset[str] | None:
-        """Whom this node wants sessions with here: ``None`` for everybody (not scoped)."""
-        self._refresh_roster()
-        return self.roster.wanted if self.roster.scoped else None
+        return self.roster.scope()
 
     def _refresh_roster(self) -> None:
         now = time.monotonic()

@@ -413,21 +413,12 @@ class Node:
         """Discovery's candidates now (hints; empty before start)."""
         return self._discovery.candidates() if self._discovery is not None else []
 
-    def wants_session(self, beacon: Beacon) -> bool:
-        """True when a namespace this node shares with ``beacon``'s node wants a session
-        with it (see :mod:`scatterbrained.roster`)."""
-        for ad in beacon.namespaces:
-            ns = self._namespaces.get(ad.name)
-            if ns is not None and ns.wants_session(beacon.node_id):
-                return True
-        return False
-
     def wanted_sessions(self) -> set[str] | None:
         """The ids this node wants sessions with: ``None`` (everybody) unless every
         namespace keeps sessions with its topology neighbours only (large federations)."""
         wanted: set[str] = set()
         for ns in self._namespaces.values():
-            sessions = ns.wanted_sessions_now()
+            sessions = ns.wanted_sessions()
             if sessions is None:
                 return None
             wanted |= sessions

@@ -145,9 +145,9 @@ class Roster:
             return dict(members)
         return {**self._advertised, **members}
 
-    def wanted_of(self, ids: set[str]) -> set[str]:
-        """The ids of ``ids`` this node should greet (all of them, unless scoped)."""
-        return set(ids) if not self.scoped else ids & self._wanted
+    def scope(self) -> frozenset[str] | None:
+        """Whom to greet: ``None`` for everybody (not scoped), else the wanted ids."""
+        return self._wanted if self.scoped else None
 
     def wants(self, peer_id: str) -> bool:
         """True when this node should greet ``peer_id`` (always, unless scoped)."""

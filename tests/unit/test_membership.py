@@ -127,9 +127,6 @@ class _FakeHost:
     def member_changed(self, *_: Any) -> None:
         return None
 
-    def wants_session(self, beacon: Any) -> bool:
-        return True
-
     def wanted_sessions(self) -> set[str] | None:
         return None
 

@@ -273,7 +273,8 @@ def _settled(nodes: list[SimNode], versions: bool) -> bool:
     active = {sn.id: sn for sn in nodes if sn.active and sn.ns.mode is not OperatingMode.OFFLINE}
     for sn in active.values():
         others = set(active) - {sn.id}
-        wanted = sn.ns.wanted_sessions(others)  # all, unless scoped
+        scope = sn.ns.wanted_sessions()  # None: everybody (sessions not scoped)
+        wanted = others if scope is None else others & scope
         members = {p.id for p in sn.ns.peers}
         if not sn.ns.roster.settled or not wanted <= members <= others:
             return False

@@ -170,7 +170,7 @@ def fake_node(
     (``neighbours``: whom it keeps sessions with when they are scoped; default everybody)."""
     peers = [SimpleNamespace(id=p) for p in sees]
     ns = SimpleNamespace(mode=mode, peers=peers, version=0)
-    ns.wanted_sessions = lambda ids: set(ids) if neighbours is None else ids & neighbours
+    ns.wanted_sessions = lambda: neighbours  # None: sessions with everybody
     ns.roster = SimpleNamespace(settled=True)
     # every node sees each peer's true mode (settle also compares modes) at version 0
     FAKE_MODES[node_id] = mode
