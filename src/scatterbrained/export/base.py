@@ -23,13 +23,14 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..history import EpochRecord, metric_row
 
 __all__ = [
     "AGGREGATE_RUN",
     "MAX_FAILURES",
+    "ClosedOnExit",
     "MetricsLogger",
     "SafeLoggers",
     "aggregate_scalars",
@@ -137,7 +138,28 @@ def aggregate_scalars(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return scalars
 
 
-class SafeLoggers:
+_Closable = TypeVar("_Closable", bound="ClosedOnExit")
+
+
+class ClosedOnExit:
+    """Mixin: a ``with`` block calls :meth:`close` on exit (loggers and their group)."""
+
+    def close(self) -> None:
+        """Release what the object holds (subclasses override it)."""
+
+    def __enter__(self: _Closable) -> _Closable:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SafeLoggers(ClosedOnExit):
     """Calls several :class:`MetricsLogger` objects; never raises.
 
     Each failure is logged (with its traceback at DEBUG level) and counted in
@@ -204,14 +226,3 @@ class SafeLoggers:
             for index in range(len(self.loggers)):
                 self._streak[index] = 0
                 self._call(index, "close")
-
-    def __enter__(self) -> SafeLoggers:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -25,11 +25,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigurationError
-from .base import aggregate_scalars, node_scalars
+from .base import ClosedOnExit, aggregate_scalars, node_scalars
 
 __all__ = ["DEFAULT_EXPERIMENT", "MLFLOW_INSTALL", "MLflowLogger", "tracking_uri"]
 
@@ -97,7 +96,7 @@ def _experiment_id(client: Any, name: str) -> str:
             return str(found.experiment_id)
 
 
-class MLflowLogger:
+class MLflowLogger(ClosedOnExit):
     """Writes metric rows as MLflow metrics (a :class:`~.base.MetricsLogger`).
 
     The client, experiment and runs are created at the first epoch logged, not before. Runs
@@ -233,14 +232,3 @@ class MLflowLogger:
                 return
             for run_id in [*self._runs.values(), self._top]:
                 self._client.set_terminated(run_id)
-
-    def __enter__(self) -> MLflowLogger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

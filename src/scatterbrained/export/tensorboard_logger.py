@@ -17,11 +17,10 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigurationError
-from .base import AGGREGATE_RUN, aggregate_scalars, node_scalars
+from .base import AGGREGATE_RUN, ClosedOnExit, aggregate_scalars, node_scalars
 
 __all__ = ["DEFAULT_MAX_NODES", "TENSORBOARD_INSTALL", "TensorBoardLogger", "run_name"]
 
@@ -53,7 +52,7 @@ def _summary_writer_class() -> Any:
     return SummaryWriter
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(ClosedOnExit):
     """Writes metric rows as TensorBoard scalars (a :class:`~.base.MetricsLogger`).
 
     Files are created at the first epoch logged, not before (a run that fails to start leaves
@@ -147,14 +146,3 @@ class TensorBoardLogger:
             writers, self._writers = list(self._writers.values()), {}
         for writer in writers:
             writer.close()
-
-    def __enter__(self) -> TensorBoardLogger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
