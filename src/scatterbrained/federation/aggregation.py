@@ -31,6 +31,7 @@ __all__ = [
     "TrimmedMean",
     "aggregate",
     "aggregator_from_spec",
+    "weighted_mean",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -148,6 +149,22 @@ def _per_coordinate(
     return result
 
 
+def weighted_mean(
+    local: Contribution, others: Sequence[Contribution], weights: np.ndarray
+) -> Arrays:
+    """Coordinate-wise mean of ``local`` and ``others`` with ``weights`` (one each, in that
+    order, normalised here; all zero: the plain mean). Non-float arrays stay local.
+
+    Raises:
+        ConfigurationError: a contribution does not fit the local model.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    weights = weights / weights.sum()
+    return _per_coordinate(local, others, lambda rows: weights @ rows)
+
+
 @dataclass(frozen=True)
 class Mean:
     """Plain (unweighted) coordinate-wise mean of the local model and the others."""
@@ -195,11 +212,7 @@ class FedAvg:
 
     def __call__(self, local: Contribution, others: Sequence[Contribution]) -> Arrays:
         """Return the sample-weighted mean arrays (see :class:`Aggregator`)."""
-        weights = self.weights([local, *others])
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
-        weights /= weights.sum()
-        return _per_coordinate(local, others, lambda rows: weights @ rows)
+        return weighted_mean(local, others, self.weights([local, *others]))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
-from ..federation.aggregation import FedAvg
+from ..federation.aggregation import Contribution, FedAvg, weighted_mean
 from ..federation.topology import Topology
 
 __all__ = ["MIN_WEIGHT", "PushSum", "is_directed", "wants_push_sum"]
@@ -83,15 +83,7 @@ class PushSum:
         node) counts as much as this node and adds no weight.
         """
         weights = [self.weight] + [w if w > 0 else self.weight for _, w in updates]
-        total = float(sum(weights))
-        result: dict[str, np.ndarray] = {}
-        for name, array in own.items():
-            if not np.issubdtype(array.dtype, np.floating):
-                result[name] = array  # counters and integer buffers are kept
-                continue
-            acc = np.asarray(array, dtype=np.float64) * (weights[0] / total)
-            for (arrays, _), w in zip(updates, weights[1:], strict=True):
-                acc += np.asarray(arrays[name], dtype=np.float64) * (w / total)
-            result[name] = acc.astype(array.dtype, copy=False)
+        others = [Contribution(arrays) for arrays, _ in updates]
+        result = weighted_mean(Contribution(own), others, np.array(weights))
         self.weight += sum(w for _, w in updates if w > 0)
         return result

@@ -70,7 +70,8 @@ def test_the_total_weight_is_conserved_and_an_undelivered_share_comes_back() -> 
 def test_an_update_without_a_weight_counts_as_much_as_this_node_and_adds_none() -> None:
     node = PushSum()
 
-    merged = node.merge({"w": np.array([0.0]), "n": np.array([7])}, [({"w": np.array([2.0])}, 0)])
+    own = {"w": np.array([0.0]), "n": np.array([7])}
+    merged = node.merge(own, [({"w": np.array([2.0]), "n": np.array([3])}, 0)])
 
     assert merged["w"][0] == pytest.approx(1.0)
     assert merged["n"][0] == 7  # integer buffers are kept
