@@ -32,6 +32,8 @@ SETTLE_S = 2.0
 FAST = {"request_timeout": 2.0, "serve_interval": 0.05, "round_timeout": 3.0}
 #: Names of the worker threads of each example's default executor.
 THREAD_PREFIX = "cancellation-test-worker"
+#: Names of the training lane's thread (see scatterbrained.learning.lane).
+LANE_PREFIX = "scatterbrained-train"
 
 TARGETS = ("serve", "train", "train_share_every", "sync_model", "wait_for_peers", "recv")
 
@@ -56,8 +58,8 @@ class Endless:
 
 
 def workers_alive() -> list[threading.Thread]:
-    """Threads of the examples' executors that are still alive."""
-    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+    """Threads of the examples' executors and training lanes that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith((THREAD_PREFIX, LANE_PREFIX))]
 
 
 async def poll(condition: Callable[[], bool], timeout: float = SETTLE_S) -> bool:

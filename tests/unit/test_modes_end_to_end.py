@@ -131,7 +131,7 @@ def test_nobody_merges_from_a_leeching_node(
 
 
 def test_leech_until_switches_exactly_when_samples_cross_the_threshold(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, eventually: Any
 ) -> None:
     async def main() -> None:
         async with cluster_factory() as cluster:
@@ -145,10 +145,12 @@ def test_leech_until_switches_exactly_when_samples_cross_the_threshold(
             await peer.wait_for_peers(1, timeout=3)
             await leech.wait_for_peers(1, timeout=3)
 
-            await asyncio.gather(  # nobody paces p while l leeches: slow p down instead
-                peer.train(4, SlowLoader(digit_loader(0, 2, per_epoch), pause=0.1)),
-                leech.train(4, digit_loader(1, 2, per_epoch)),
-            )
+            async def paced_peer() -> None:  # nobody paces p while l leeches: p waits for l
+                for epoch in range(4):
+                    await eventually(lambda e=epoch: leech.epochs_done >= e, what="leech epoch")
+                    await peer.train(1, digit_loader(0, 2, per_epoch))
+
+            await asyncio.gather(paced_peer(), leech.train(4, digit_loader(1, 2, per_epoch)))
 
             modes = [r.mode for r in leech.history]
             switches = [r.mode_switches for r in leech.history]

@@ -14,10 +14,11 @@ import numpy as np
 
 from ..wire.messages import Architecture
 
-__all__ = ["EpochResult", "EvalResult", "ModelAdapter", "StepHook"]
+__all__ = ["EpochResult", "EvalResult", "ModelAdapter", "SharedThreadTuning", "StepHook"]
 
 #: Called by ``train_epoch`` after every optimizer step with the number of steps done so far
-#: in this epoch. It may block (the node merges peers' weights during the call).
+#: in this epoch. It may raise to stop the epoch (the node's hook does when ``train`` is
+#: cancelled).
 StepHook = Callable[[int], None]
 
 
@@ -56,9 +57,10 @@ class EvalResult:
 class ModelAdapter(Protocol):
     """A trainable model seen as named arrays.
 
-    Thread-safety: ``train_epoch`` runs in a worker thread; the node calls ``get_arrays`` /
-    ``set_arrays`` only from the ``step_hook`` or between epochs, never concurrently with a
-    training step.
+    Thread-safety: ``train_epoch`` and ``evaluate`` run on the training lane's thread
+    (:mod:`scatterbrained.learning.lane`); the node calls ``get_arrays`` / ``set_arrays`` on
+    the event loop's thread, only between two ``train_epoch`` calls, never concurrently with
+    a training step. Neither should start a multi-threaded kernel there (copy through NumPy).
     """
 
     @property
@@ -102,4 +104,15 @@ class ModelAdapter(Protocol):
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`checkpoint_state` returned."""
+        ...
+
+
+@runtime_checkable
+class SharedThreadTuning(Protocol):
+    """An optional adapter capability: tune the training thread when learners share it."""
+
+    def tune_shared_thread(self) -> None:
+        """Called once on the training lane's thread when several learners of one event loop
+        share it (an in-process federation): e.g. make this thread's kernels
+        single-threaded, since the learners take turns and their steps are small."""
         ...

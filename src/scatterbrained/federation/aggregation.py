@@ -158,11 +158,32 @@ def weighted_mean(
     Raises:
         ConfigurationError: a contribution does not fit the local model.
     """
+    _validate(local, others)
     weights = np.asarray(weights, dtype=np.float64)
     if weights.sum() <= 0:
         weights = np.ones_like(weights)
     weights = weights / weights.sum()
-    return _per_coordinate(local, others, lambda rows: weights @ rows)
+    contributions = [local, *others]
+    result: Arrays = {}
+    for name, array in local.arrays.items():
+        array = np.asarray(array)
+        if not others or not _is_float(array):
+            result[name] = array.copy()
+            continue
+        result[name] = _weighted_sum([c.arrays[name] for c in contributions], weights, array.dtype)
+    return result
+
+
+def _weighted_sum(arrays: Sequence[np.ndarray], weights: np.ndarray, dtype: Any) -> np.ndarray:
+    """``sum(w * a)`` accumulated in float64, one element-wise pass per array, cast to
+    ``dtype``. Element-wise on purpose: a matrix product over stacked rows goes through
+    BLAS, whose worker threads spin beside the training thread and slow it down."""
+    total = np.zeros(np.shape(arrays[0]), dtype=np.float64)
+    scratch = np.empty_like(total)
+    for weight, array in zip(weights, arrays, strict=True):
+        np.multiply(array, weight, out=scratch, casting="unsafe")
+        total += scratch
+    return total.astype(dtype, copy=False)
 
 
 @dataclass(frozen=True)

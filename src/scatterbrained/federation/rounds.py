@@ -23,6 +23,9 @@ from .privacy import PairingRule
 from .topology import Topology
 
 __all__ = [
+    "KEEP_ROUNDS",
+    "MAX_SENDER_BYTES",
+    "MIN_KEEP_ROUNDS",
     "RESEND_AFTER_S",
     "SeedLedger",
     "StoredUpdate",
@@ -117,19 +120,35 @@ class UpdateStoreStats:
     taken: int = 0
 
 
+#: Rounds kept per sender (bytes permitting, see :data:`MAX_SENDER_BYTES`). On a directed
+#: cycle nothing holds an upstream node back (it waits for its own in-neighbour, not for the
+#: node it sends to), so it can run up to the cycle's length minus one rounds ahead; an
+#: evicted round would be taken as a later one, and the node would skip round numbers its
+#: own out-neighbours wait for (synchronous rounds) or mixing steps (consensus rounds).
+KEEP_ROUNDS = 64
+#: Bytes of updates kept per sender beyond the first :data:`MIN_KEEP_ROUNDS` rounds.
+MAX_SENDER_BYTES = 64 * 2**20
+#: Rounds always kept per sender, whatever their size.
+MIN_KEEP_ROUNDS = 3
+
+
 @dataclass
 class UpdateStore:
     """Bounded per-sender store of received updates.
 
     Args:
-        keep_rounds: rounds kept per sender (older ones are evicted); bounds memory to
-            ``keep_rounds`` models per peer.
+        keep_rounds: rounds kept per sender (older ones are evicted first). Past
+            :data:`MIN_KEEP_ROUNDS` of them, also no more than ``max_sender_bytes`` of arrays
+            per sender: memory stays within ``max(MIN_KEEP_ROUNDS models, max_sender_bytes)``
+            per peer.
         max_age_s: updates older than this (seconds since receipt) are never merged;
             ``None`` disables the bound.
+        max_sender_bytes: see ``keep_rounds``.
     """
 
-    keep_rounds: int = 3
+    keep_rounds: int = KEEP_ROUNDS
     max_age_s: float | None = 120.0
+    max_sender_bytes: int = MAX_SENDER_BYTES
     stats: UpdateStoreStats = field(default_factory=UpdateStoreStats)
     _by_sender: dict[str, dict[int, StoredUpdate]] = field(default_factory=dict)
     _last_taken: dict[str, int] = field(default_factory=dict)
@@ -142,7 +161,9 @@ class UpdateStore:
             return False
         rounds = self._by_sender.setdefault(update.sender, {})
         rounds[update.round] = update
-        while len(rounds) > self.keep_rounds:
+        while len(rounds) > self.keep_rounds or (
+            len(rounds) > MIN_KEEP_ROUNDS and _bytes(rounds) > self.max_sender_bytes
+        ):
             rounds.pop(min(rounds))
             self.stats.evicted += 1
         return True
@@ -186,6 +207,25 @@ class UpdateStore:
                 chosen.append(rounds[later[0]])
         return self._consume(chosen, now)
 
+    def take_for_round(
+        self, senders: Collection[str], round: int, now: float
+    ) -> list[StoredUpdate]:
+        """Take, per sender, its update for ``round`` if it has one, else its closest later
+        one, else (a sender behind) its freshest (asynchronous gossip).
+
+        An in-neighbour that ran ahead keeps its later rounds here for the next exchanges,
+        so none of its mixing steps is skipped; one that fell behind is merged as it is.
+        Taken updates and everything older from the same sender are removed; the result is
+        sorted by sender.
+        """
+        chosen: list[StoredUpdate] = []
+        for sender in sorted(senders):
+            rounds = self._by_sender.get(sender)
+            if rounds:
+                later = [r for r in rounds if r >= round]
+                chosen.append(rounds[min(later)] if later else rounds[max(rounds)])
+        return self._consume(chosen, now)
+
     def take_fresh(
         self, senders: Collection[str], now: float, *, any_age: bool = False
     ) -> list[StoredUpdate]:
@@ -225,6 +265,10 @@ class UpdateStore:
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._by_sender.values())
+
+
+def _bytes(rounds: Mapping[int, StoredUpdate]) -> int:
+    return sum(int(a.nbytes) for u in rounds.values() for a in u.arrays.values())
 
 
 #: Seconds after each delivered send of a version before the next copy (then no more).

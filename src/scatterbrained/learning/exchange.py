@@ -344,10 +344,12 @@ class Exchange:
         merged yet (else one merged already counts: the source got that far)."""
         deadline = time.monotonic() + timeout
         while True:
+            modes = self.port.peer_modes()
             missing = [
                 s
                 for s, r in needs.items()
-                if self.still_sends(s)
+                if (mode := modes.get(s)) is not None
+                and mode.sends
                 and not (self.store.senders_with_round([s], r) if unseen else self._sent(s, r))
             ]
             if not missing:
@@ -421,11 +423,11 @@ class Exchange:
             return "sender_mode"
         if not sender_mode.sends or announced is None or not announced.sends:
             return "sender_mode"
-        adapter = self.state.adapter
-        if adapter is None:
+        specs = self.state.specs()
+        if specs is None:
             return "no_model"
         try:
-            check_specs(update.arrays, adapter.array_specs())
+            check_specs(update.arrays, specs)
         except WireError:
             return "specs"
         return None

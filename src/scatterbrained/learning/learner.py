@@ -1,4 +1,4 @@
-"""The learner: local training in a worker thread, federation on the event loop.
+"""The learner: local training on the training lane, federation on the event loop.
 
 A :class:`Learner` is the learning side of a namespace (reached through ``Namespace``'s
 ``train``, ``serve``, ``sync_model``, ``checkpoint`` and ``restore``). It reaches the
@@ -7,22 +7,27 @@ belong to its :class:`~.model_state.ModelState`; at each sync point it runs the 
 protocol that :func:`~.protocols.choose_step` picks; :class:`~.model_sharing.ModelSharing`
 answers and sends model requests; :mod:`~.checkpointing` saves and restores its state.
 
-Every awaitable here is cancellable at any point: a cancelled ``train`` stops its worker
-thread at the next optimizer step (the epoch is not counted) before the cancellation
-propagates.
+Training and evaluation run on the event loop's :class:`~.lane.TrainingLane` (one thread
+that every learner of the loop shares, see :mod:`~.lane`). With ``share_every`` an epoch
+runs as chunks of that many steps, and each exchange happens on the event loop between two
+chunks, so no job ever waits for the network while it holds the lane.
+
+Every awaitable here is cancellable at any point: a cancelled ``train`` stops its job at the
+next optimizer step (the epoch is not counted) before the cancellation propagates.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import itertools
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..adapters.base import EpochResult, SharedThreadTuning
 from ..errors import CheckpointError, ConfigurationError
 from ..events import EpochDone
 from ..federation.policies import PolicyState
@@ -30,7 +35,7 @@ from ..history import EpochRecord
 from ..learning_options import LearningOptions
 from ..types import OperatingMode
 from ..wire.messages import ModelOffer, ModelRequest, ModelUnavailable, ModelUpdate
-from . import checkpointing
+from . import checkpointing, lane
 from .exchange import Exchange
 from .model_sharing import ModelSharing
 from .model_state import ModelState
@@ -51,7 +56,7 @@ MAX_CONSENSUS_ROUNDS = 64
 
 
 class TrainingStopped(Exception):
-    """Raised inside the training thread to stop it at the next step (``train`` cancelled)."""
+    """Raised inside a training job to stop it at the next step (``train`` cancelled)."""
 
 
 class Learner:
@@ -84,11 +89,12 @@ class Learner:
         adapter = _adapt(model, create_optimizer, loss, options) if model is not None else None
         self.state = ModelState(adapter, port.emit, port.node_id, port.name)
         self.epochs_done = 0
+        self._lane: lane.TrainingLane | None = None
         self._started_at = time.monotonic()
         self._last_val: tuple[float | None, float | None] = (None, None)
         self.exchange = Exchange(port, self.state, options)
         self.sharing = ModelSharing(
-            port, self.state, self.exchange, options, create_optimizer, loss
+            port, self.state, self.exchange, options, create_optimizer, loss, self.on_lane
         )
 
     # ------------------------------------------------------------------ views
@@ -140,8 +146,27 @@ class Learner:
         self.state.publish_initial()
 
     async def close(self) -> None:
-        """Cancel pending requests and background work."""
+        """Cancel pending requests and background work; give the training lane back."""
         await self.sharing.close()
+        if self._lane is not None:
+            self._lane.release()
+            self._lane = None
+
+    async def on_lane(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run model work that cannot be stopped half-way (an architecture export, a model
+        rebuild) on the training lane; see :meth:`lane.TrainingLane.run` (``stop=None``)."""
+        training = await self._training_lane()
+        return await training.run(None, fn, *args)
+
+    async def _training_lane(self) -> lane.TrainingLane:
+        """The event loop's training lane, held from the first use until :meth:`close`;
+        tuned by the adapter once other learners share it."""
+        if self._lane is None or self._lane.closed:
+            self._lane = lane.acquire()
+        adapter = self.state.adapter
+        if self._lane.shared and isinstance(adapter, SharedThreadTuning):
+            await self._lane.prepare(type(adapter).__qualname__, adapter.tune_shared_thread)
+        return self._lane
 
     # ------------------------------------------------------------------ train
 
@@ -153,7 +178,7 @@ class Learner:
         *,
         share_every: int | None = None,
     ) -> None:
-        """Train ``epochs`` local epochs in a worker thread, federating at each sync point.
+        """Train ``epochs`` local epochs on the training lane, federating at each sync point.
 
         Args:
             epochs: local epochs to run now. After a restart restored from
@@ -212,9 +237,7 @@ class Learner:
         switches: list[str] = []
         merged: list[str] = []
         self.exchange.reference = self.state.published
-        stop = threading.Event()
-        hook = self._step_hook(stop, share_every, switches, merged)
-        result = await _in_thread(stop, adapter.train_epoch, trainloader, step_hook=hook)
+        result = await self._run_epoch(adapter, trainloader, share_every, switches, merged)
         self.state.local_samples = result.samples
         self.state.samples_seen += result.samples
         self.epochs_done += 1
@@ -261,28 +284,36 @@ class Learner:
         async with self.exchange.lock:
             return await choose_step(self.exchange)(self.exchange, trained)
 
-    def _step_hook(
-        self, stop: threading.Event, every: int | None, switches: list[str], merged: list[str]
-    ) -> Callable[[int], None]:
-        """A hook for the training thread: stop when asked; every ``every`` steps, federate."""
-        loop = asyncio.get_running_loop()
+    async def _run_epoch(
+        self,
+        adapter: ModelAdapter,
+        trainloader: Any,
+        every: int | None,
+        switches: list[str],
+        merged: list[str],
+    ) -> EpochResult:
+        """One pass over ``trainloader`` on the lane; with ``every``, as chunks of ``every``
+        steps with an exchange on the event loop after each full chunk."""
+        stop = threading.Event()
+        hook = _stop_hook(stop)
+        training = await self._training_lane()
+        if not every:
+            return await training.run(stop, adapter.train_epoch, trainloader, step_hook=hook)
+        batches: list[Iterator[Any]] = []  # made on the lane: iter() may start loader workers
 
-        def hook(steps: int) -> None:
-            if stop.is_set():
-                raise TrainingStopped
-            if not every or steps % every:
-                return
-            future = asyncio.run_coroutine_threadsafe(self._step_exchange(switches), loop)
-            while True:  # wait for the exchange, but notice a stop request
-                try:
-                    merged.extend(future.result(timeout=0.1))
-                    return
-                except TimeoutError:
-                    if stop.is_set():
-                        future.cancel()
-                        raise TrainingStopped from None
+        def chunk() -> EpochResult:
+            if not batches:
+                batches.append(iter(trainloader))
+            return adapter.train_epoch(itertools.islice(batches[0], every), step_hook=hook)
 
-        return hook
+        parts: list[EpochResult] = []
+        while True:
+            part = await training.run(stop, chunk)
+            if part.steps:
+                parts.append(part)
+            if part.steps < every:
+                return _joined(parts)
+            merged.extend(await self._step_exchange(switches))
 
     async def _step_exchange(self, switches: list[str]) -> list[str]:
         self.state.commit("train")
@@ -294,7 +325,8 @@ class Learner:
         adapter = self.state.adapter
         if validloader is None or adapter is None:
             return None, None
-        result = await _in_thread(threading.Event(), adapter.evaluate, validloader)
+        training = await self._training_lane()
+        result = await training.run(threading.Event(), adapter.evaluate, validloader)
         self._last_val = (result.loss, result.accuracy)
         return float(result.loss), result.accuracy
 
@@ -394,20 +426,24 @@ class Learner:
         self.exchange.forget(peer_id)
 
 
-async def _in_thread(stop: threading.Event, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-    """Run ``fn`` in a worker thread; on cancellation, stop it and wait for it, then re-raise.
+def _stop_hook(stop: threading.Event) -> Callable[[int], None]:
+    """A step hook that stops the job at the next step once ``stop`` is set."""
 
-    ``fn`` must check ``stop`` (the training step hook does), so the wait after a
-    cancellation lasts at most one step; the thread never outlives the call.
-    """
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kw))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await future
-        raise
+    def hook(steps: int) -> None:
+        if stop.is_set():
+            raise TrainingStopped
+
+    return hook
+
+
+def _joined(parts: list[EpochResult]) -> EpochResult:
+    """One epoch's result from its chunks (the loss weighted by samples)."""
+    samples = sum(p.samples for p in parts)
+    steps = sum(p.steps for p in parts)
+    if not samples:
+        return EpochResult(loss=math.nan, samples=0, steps=steps)
+    loss = sum(p.loss * p.samples for p in parts if p.samples) / samples
+    return EpochResult(loss=loss, samples=samples, steps=steps)
 
 
 def _adapt(model: Any, create_optimizer: Any, loss: Any, options: LearningOptions) -> ModelAdapter:

@@ -76,6 +76,7 @@ class ModelState:
         self.samples_seen = 0
         self._published: Arrays | None = None
         self._digest: bytes | None = None
+        self._specs: dict[str, tuple[str, tuple[int, ...]]] | None = None
 
     @property
     def model(self) -> Any:
@@ -104,6 +105,15 @@ class ModelState:
             self._digest = compute_digest(self._published)
         return self._digest
 
+    def specs(self) -> dict[str, tuple[str, tuple[int, ...]]] | None:
+        """Name -> (dtype, shape) of the published weights, what a peer's update must match
+        (``None`` without a model). Computed once per commit, not per update received."""
+        if self._published is None:
+            return None
+        if self._specs is None:
+            self._specs = {n: (a.dtype.str, a.shape) for n, a in self._published.items()}
+        return self._specs
+
     def current(self) -> Arrays:
         """A copy of the adapter's weights now (training may have moved them since publish).
 
@@ -116,7 +126,7 @@ class ModelState:
         """Publish the weights as they are, without a version change (on open)."""
         if self.adapter is not None:
             self._published = self.adapter.get_arrays()
-            self._digest = None
+            self._digest = self._specs = None
 
     def commit(
         self,
@@ -155,7 +165,7 @@ class ModelState:
             adapter.set_arrays(arrays)
         self.version = self.version + 1 if version is None else max(self.version + 1, version)
         self._published = adapter.get_arrays()
-        self._digest = None
+        self._digest = self._specs = None
         self._emit(ModelChanged(self._node, self._namespace, self.version, reason))
         return True
 

@@ -335,3 +335,59 @@ def test_evaluate_restores_training_mode_and_changes_nothing() -> None:
     # Assert
     assert model.training
     assert all(np.array_equal(before[k], v) for k, v in adapter.get_arrays().items())
+
+
+class _Strided(nn.Module):
+    """A model whose buffer is a transposed (non-contiguous) view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.register_buffer("table", torch.arange(6.0).reshape(2, 3).t())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+def test_set_arrays_writes_strided_and_contiguous_tensors_alike() -> None:
+    # Prepare
+    adapter = TorchAdapter(_Strided())
+    arrays = {name: np.full_like(a, 7.5) for name, a in adapter.get_arrays().items()}
+    assert not adapter.model.table.is_contiguous()
+
+    # Execute
+    adapter.set_arrays(arrays)
+
+    # Assert: every entry now holds the new values, the strided buffer included.
+    for name, array in adapter.get_arrays().items():
+        np.testing.assert_array_equal(array, arrays[name], err_msg=name)
+    assert adapter.model.table.shape == (3, 2)
+
+
+def test_tuning_the_shared_thread_makes_only_that_thread_single_threaded() -> None:
+    import threading
+
+    # Prepare: two kernel threads for the process (this module runs with one).
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: dict[str, int] = {}
+
+    def lane() -> None:
+        TorchAdapter(_mlp()).tune_shared_thread()
+        seen["lane"] = torch.get_num_threads()
+
+    def later() -> None:
+        seen["later"] = torch.get_num_threads()
+
+    try:
+        # Execute
+        for target in (lane, later):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join(10)
+
+        # Assert: the tuned thread runs one; this thread and threads started later keep two.
+        assert seen == {"lane": 1, "later": 2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -83,6 +83,47 @@ def test_take_round_takes_exactly_the_round_else_the_next_later() -> None:
     assert rounds_of(store.take_fresh(["a", "c"], now=0.0)) == [("a", 3), ("c", 0)]
 
 
+def test_take_for_round_takes_the_round_else_the_next_later_else_the_freshest() -> None:
+    # Prepare: a ran ahead (rounds 4-6), b skipped round 4 (5, 7), c is behind (1, 2).
+    store = UpdateStore()
+    for sender, rounds in (("a", (4, 5, 6)), ("b", (5, 7)), ("c", (1, 2))):
+        for round_ in rounds:
+            store.offer(update(sender, round_))
+
+    # Execute
+    taken = store.take_for_round("abc", 4, now=0.0)
+
+    # Assert: the later rounds of a and b stay for the next exchanges.
+    assert rounds_of(taken) == [("a", 4), ("b", 5), ("c", 2)]
+    assert rounds_of(store.take_for_round("abc", 5, now=0.0)) == [("a", 5), ("b", 7)]
+
+
+def test_a_sender_that_runs_ahead_keeps_64_rounds_when_they_fit_in_the_byte_budget() -> None:
+    # Prepare: 70 rounds of a small model from one sender.
+    store = UpdateStore()
+    for round_ in range(70):
+        store.offer(update("a", round_))
+
+    # Assert: the last 64 are all there, so no round is skipped.
+    assert len(store) == 64 and store.stats.evicted == 6
+    assert rounds_of(store.take_round(["a"], 6, now=0.0)) == [("a", 6)]
+
+
+def test_the_byte_budget_bounds_a_sender_past_three_rounds() -> None:
+    # Prepare: a budget of 40 bytes per sender; each update holds 8 (2 float32).
+    store = UpdateStore(max_sender_bytes=40)
+    for round_ in range(10):
+        store.offer(update("a", round_))
+    tight = UpdateStore(max_sender_bytes=1)
+    for round_ in range(10):
+        tight.offer(update("a", round_))
+
+    # Assert: five fit in 40 bytes; never fewer than three, whatever their size.
+    assert len(store) == 5
+    assert len(tight) == 3
+    assert rounds_of(tight.take_fresh(["a"], now=0.0)) == [("a", 9)]
+
+
 def test_senders_with_round_counts_later_rounds_too() -> None:
     store = UpdateStore()
     store.offer(update("a", 2))
@@ -162,6 +203,7 @@ operations = st.lists(
         st.tuples(st.just("offer"), st.sampled_from("ab"), st.integers(0, 8)),
         st.tuples(st.just("fresh"), st.just(""), st.just(0)),
         st.tuples(st.just("round"), st.just(""), st.integers(0, 8)),
+        st.tuples(st.just("for_round"), st.just(""), st.integers(0, 8)),
     ),
     max_size=40,
 )
@@ -180,15 +222,18 @@ def test_merged_rounds_strictly_increase_per_sender_and_memory_is_bounded(
             accepted = store.offer(update(sender, value))
             assert accepted == (value > last.get(sender, -1))
         else:
-            taken = (
-                store.take_fresh("ab", now=0.0)
-                if op == "fresh"
-                else store.take_round("ab", value, now=0.0)
-            )
+            if op == "fresh":
+                taken = store.take_fresh("ab", now=0.0)
+            elif op == "round":
+                taken = store.take_round("ab", value, now=0.0)
+            else:
+                taken = store.take_for_round("ab", value, now=0.0)
             assert [u.sender for u in taken] == sorted({u.sender for u in taken})
             for u in taken:
                 assert u.round > last.get(u.sender, -1)
                 if op == "round":
                     assert u.round >= value
+                if op == "for_round" and u.round < value:  # a sender behind: its freshest
+                    assert not store._by_sender.get(u.sender)
                 last[u.sender] = u.round
         assert all(len(r) <= 3 for r in store._by_sender.values())

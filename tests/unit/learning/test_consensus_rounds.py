@@ -113,3 +113,44 @@ def test_consensus_rounds_fixes_the_count_and_train_of_zero_epochs_adds_none(
 def test_consensus_rounds_must_be_none_or_a_count(value: Any) -> None:
     with pytest.raises(ConfigurationError, match="consensus_rounds"):
         LearningOptions(consensus_rounds=value)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "gossip"])
+def test_a_directed_ring_keeps_its_round_numbers_in_step_and_never_waits_out_a_round(
+    sync: bool, arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    # On a one-way ring an upstream node runs ahead of the node it sends to (nothing holds
+    # it back) - most in the consensus rounds, while that node still trains. Its rounds must
+    # wait in the store, not be skipped: a skipped number is one the next node waits for.
+    timed_out: list[Any] = []
+    found: list[int] = []
+
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            nodes = await cluster.start(*"abcdef")
+            for node in nodes:
+                node.subscribe(
+                    lambda e: timed_out.append(e) if isinstance(e, sb.events.RoundTimedOut) else 0
+                )
+            options = {**FAST, "topology": sb.topology.Ring(bidirectional=False), "sync": sync}
+            spaces = [n.namespace("D", mlp(i), **options) for i, n in enumerate(nodes)]
+            for ns in spaces:
+                await ns.open()
+            for ns in spaces:
+                await ns.wait_for_peers(5, timeout=3)
+            # Node a trains on 8 times the data of the others: it is the slow one.
+            sizes = [512, 64, 64, 64, 64, 64]
+            await asyncio.gather(
+                *(
+                    ns.train(4, digit_loader(i, 6, size, batch_size=8))
+                    for i, (ns, size) in enumerate(zip(spaces, sizes, strict=True))
+                )
+            )
+            found.extend(ns.learner.exchange.round for ns in spaces)
+            if not sync:  # gossip waits by its pacer, not by rounds: no waits ran out
+                assert all(ns.learner.exchange.pacer.bound() < 1.0 for ns in spaces)
+
+    arun(main, timeout=40)
+
+    assert len(set(found)) == 1 and found[0] > 4, found  # the consensus rounds ran too
+    assert timed_out == []

@@ -3,9 +3,11 @@
 No barrier: a node pushes its weights for its round ``r`` to its out-neighbours that
 receive, waits for round ``r`` from the in-neighbours that keep up, within a bound that
 adapts to how long they usually take (:mod:`..pacing`; ``gossip_wait`` fixes it), and
-merges, with the aggregator, the freshest update of each in-neighbour that it has not merged
-yet (at most ``max_staleness_s`` old). A node behind its neighbours adopts their round, so
-rounds stay aligned after a restart or a late join; a straggler is merged a round late.
+merges, with the aggregator, each in-neighbour's update of round ``r`` (else its closest
+later one, else, from one behind, its freshest; at most ``max_staleness_s`` old, never one
+merged before).
+A node behind its neighbours adopts their round, so rounds stay aligned after a restart or a
+late join; a straggler is merged a round late.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
     if not mode.receives or not sources:
         return []
     await exchange.wait_gossip(sources, round_)
-    updates = exchange.finite(exchange.store.take_fresh(sources, time.monotonic()))
+    # Round r with round r: the freshest would skip the mixing steps of an in-neighbour that
+    # ran ahead (on a one-way graph nothing holds it back) and make this node jump rounds.
+    updates = exchange.finite(exchange.store.take_for_round(sources, round_, time.monotonic()))
     newest = max((u.round for u in updates), default=round_)
     if newest > round_ + RECENT_ROUNDS:  # far behind (a restart, a late join): catch up
         exchange.round = newest
