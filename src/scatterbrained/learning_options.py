@@ -107,8 +107,12 @@ class LearningOptions:
             raise ConfigurationError(
                 f"consensus_rounds must be None or an integer >= 0, got {self.consensus_rounds!r}"
             )
-        if self.share_every is not None and self.share_every < 1:
-            raise ConfigurationError(f"share_every must be >= 1 step, got {self.share_every!r}")
+        every = self.share_every
+        whole = isinstance(every, int) and not isinstance(every, bool)
+        if every is not None and (not whole or every < 1):
+            raise ConfigurationError(
+                f"share_every must be a whole number of steps >= 1, got {every!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> LearningOptions:

@@ -437,10 +437,13 @@ def _write(tensor: Tensor, array: np.ndarray) -> None:
     A contiguous CPU tensor is written through its NumPy view: a plain memory copy in the
     calling thread. ``Tensor.copy_`` would split a large copy over PyTorch's OpenMP threads,
     and an OpenMP team on the event loop's thread slows the training lane's kernels for the
-    rest of the process (see :mod:`scatterbrained.learning.lane`).
+    rest of the process (see :mod:`scatterbrained.learning.lane`). The tensor's version
+    counter is bumped as ``copy_`` would, so autograd still refuses a graph that saved the
+    old values.
     """
-    if tensor.device.type == "cpu" and tensor.is_contiguous() and not tensor.requires_grad:
+    if tensor.device.type == "cpu" and tensor.is_contiguous() and tensor.layout == torch.strided:
         np.copyto(tensor.numpy(), array, casting="unsafe")
+        torch.autograd.graph.increment_version(tensor)
     else:
         tensor.copy_(torch.from_numpy(array))
 

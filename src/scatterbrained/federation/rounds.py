@@ -128,6 +128,9 @@ class UpdateStoreStats:
 KEEP_ROUNDS = 64
 #: Bytes of updates kept per sender beyond the first :data:`MIN_KEEP_ROUNDS` rounds.
 MAX_SENDER_BYTES = 64 * 2**20
+#: Bytes of updates kept in all beyond the first :data:`MIN_KEEP_ROUNDS` rounds of each
+#: sender (the sender holding the most rounds loses its oldest first).
+MAX_STORE_BYTES = 256 * 2**20
 #: Rounds always kept per sender, whatever their size.
 MIN_KEEP_ROUNDS = 3
 
@@ -139,43 +142,67 @@ class UpdateStore:
     Args:
         keep_rounds: rounds kept per sender (older ones are evicted first). Past
             :data:`MIN_KEEP_ROUNDS` of them, also no more than ``max_sender_bytes`` of arrays
-            per sender: memory stays within ``max(MIN_KEEP_ROUNDS models, max_sender_bytes)``
-            per peer.
+            per sender and ``max_total_bytes`` in all: memory stays within
+            ``MIN_KEEP_ROUNDS`` models per peer plus ``max_total_bytes``.
         max_age_s: updates older than this (seconds since receipt) are never merged;
             ``None`` disables the bound.
         max_sender_bytes: see ``keep_rounds``.
+        max_total_bytes: see ``keep_rounds``.
     """
 
     keep_rounds: int = KEEP_ROUNDS
     max_age_s: float | None = 120.0
     max_sender_bytes: int = MAX_SENDER_BYTES
+    max_total_bytes: int = MAX_STORE_BYTES
     stats: UpdateStoreStats = field(default_factory=UpdateStoreStats)
     _by_sender: dict[str, dict[int, StoredUpdate]] = field(default_factory=dict)
     _last_taken: dict[str, int] = field(default_factory=dict)
+    _sizes: dict[str, int] = field(default_factory=dict)  # bytes stored per sender
 
     def offer(self, update: StoredUpdate) -> bool:
         """Store an update; False when it is older than what was already merged from it."""
         self.stats.offered += 1
-        if update.round <= self._last_taken.get(update.sender, -(2**62)):
+        sender = update.sender
+        if update.round <= self._last_taken.get(sender, -(2**62)):
             self.stats.stale += 1
             return False
-        rounds = self._by_sender.setdefault(update.sender, {})
+        rounds = self._by_sender.setdefault(sender, {})
+        self._drop(sender, update.round)  # a repeated round replaces the stored one
         rounds[update.round] = update
+        self._sizes[sender] = self._sizes.get(sender, 0) + _size(update)
         while len(rounds) > self.keep_rounds or (
-            len(rounds) > MIN_KEEP_ROUNDS and _bytes(rounds) > self.max_sender_bytes
+            len(rounds) > MIN_KEEP_ROUNDS and self._sizes[sender] > self.max_sender_bytes
         ):
-            rounds.pop(min(rounds))
-            self.stats.evicted += 1
+            self._evict_oldest(sender)
+        while sum(self._sizes.values()) > self.max_total_bytes:
+            deep = [s for s, r in self._by_sender.items() if len(r) > MIN_KEEP_ROUNDS]
+            if not deep:
+                break
+            self._evict_oldest(max(deep, key=lambda s: len(self._by_sender[s])))
         return True
 
     def forget(self, sender: str) -> None:
         """Drop everything stored from ``sender`` (it left)."""
         self._by_sender.pop(sender, None)
+        self._sizes.pop(sender, None)
 
     def reset_sender(self, sender: str) -> None:
         """Forget what was merged from ``sender`` too (it restarted with a new session)."""
-        self._by_sender.pop(sender, None)
+        self.forget(sender)
         self._last_taken.pop(sender, None)
+
+    def stored_bytes(self) -> int:
+        """Bytes of arrays stored now, all senders together."""
+        return sum(self._sizes.values())
+
+    def _evict_oldest(self, sender: str) -> None:
+        self._drop(sender, min(self._by_sender[sender]))
+        self.stats.evicted += 1
+
+    def _drop(self, sender: str, round_: int) -> None:
+        removed = self._by_sender.get(sender, {}).pop(round_, None)
+        if removed is not None:
+            self._sizes[sender] -= _size(removed)
 
     def senders_with_round(self, senders: Collection[str], round: int) -> set[str]:
         """The senders among ``senders`` that have an update for ``round`` or later."""
@@ -208,22 +235,27 @@ class UpdateStore:
         return self._consume(chosen, now)
 
     def take_for_round(
-        self, senders: Collection[str], round: int, now: float
+        self, senders: Collection[str], round: int, now: float, *, max_lead: int
     ) -> list[StoredUpdate]:
         """Take, per sender, its update for ``round`` if it has one, else its closest later
-        one, else (a sender behind) its freshest (asynchronous gossip).
+        one, else (a sender behind) its freshest (asynchronous gossip); but the freshest
+        when the sender's newest round is more than ``max_lead`` ahead of ``round``.
 
-        An in-neighbour that ran ahead keeps its later rounds here for the next exchanges,
-        so none of its mixing steps is skipped; one that fell behind is merged as it is.
-        Taken updates and everything older from the same sender are removed; the result is
-        sorted by sender.
+        A sender a few rounds ahead (on a one-way cycle nothing holds an upstream node back)
+        keeps its later rounds here for the next exchanges, so none of its mixing steps is
+        skipped; one further ahead is simply faster, and its freshest model is merged (the
+        caller catches up with its round). Taken updates and everything older from the
+        same sender are removed; the result is sorted by sender.
         """
         chosen: list[StoredUpdate] = []
         for sender in sorted(senders):
             rounds = self._by_sender.get(sender)
-            if rounds:
-                later = [r for r in rounds if r >= round]
-                chosen.append(rounds[min(later)] if later else rounds[max(rounds)])
+            if not rounds:
+                continue
+            newest = max(rounds)
+            later = [r for r in rounds if r >= round]
+            pick = min(later) if later and newest - round <= max_lead else newest
+            chosen.append(rounds[pick])
         return self._consume(chosen, now)
 
     def take_fresh(
@@ -253,7 +285,7 @@ class UpdateStore:
             if skipped:
                 update = replace(update, weight=update.weight + skipped)
             for r in [r for r in rounds if r <= update.round]:
-                del rounds[r]
+                self._drop(update.sender, r)
             self._last_taken[update.sender] = update.round
             too_old = self.max_age_s is not None and now - update.received_at > self.max_age_s
             if too_old and not any_age:
@@ -267,8 +299,8 @@ class UpdateStore:
         return sum(len(r) for r in self._by_sender.values())
 
 
-def _bytes(rounds: Mapping[int, StoredUpdate]) -> int:
-    return sum(int(a.nbytes) for u in rounds.values() for a in u.arrays.values())
+def _size(update: StoredUpdate) -> int:
+    return sum(int(np.asarray(a).nbytes) for a in update.arrays.values())
 
 
 #: Seconds after each delivered send of a version before the next copy (then no more).

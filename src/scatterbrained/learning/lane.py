@@ -83,7 +83,7 @@ class TrainingLane:
         On cancellation a job still queued is dropped. A running one that takes a ``stop``
         event (and checks it now and then, as the training step hook does) gets it set and
         is waited for, so it never outlives the call; one with ``stop=None`` (a model
-        export, say) finishes on the lane and its result is dropped. Then the cancellation
+        set-up, say) finishes on the lane and its result is dropped. Then the cancellation
         propagates.
 
         Raises:
@@ -93,15 +93,8 @@ class TrainingLane:
         if self._closed:
             raise RuntimeError("the training lane was closed; acquire a new one")
         job = self._executor.submit(functools.partial(fn, *args, **kw))
-        future = asyncio.wrap_future(job)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if not job.cancel() and stop is not None:  # running: stop at the next step
-                stop.set()
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await future
-            raise
+        del fn, args, kw  # a failure's traceback holds this frame: keep it small
+        return await _outcome(job, stop)
 
     @property
     def shared(self) -> bool:
@@ -134,8 +127,9 @@ class TrainingLane:
         return self
 
     def release(self) -> None:
-        """Give the lane back; the last user's release ends its thread (jobs still queued
-        are dropped, a running one finishes first, without blocking the caller)."""
+        """Give the lane back; the last user's release ends its thread once the jobs
+        already queued ran (their callers were asked to stop), without blocking the
+        caller."""
         with _LANES_LOCK:
             self._users = max(0, self._users - 1)
             if self._users or self._closed:
@@ -144,7 +138,22 @@ class TrainingLane:
             for loop, lane in list(_LANES.items()):
                 if lane is self:
                     del _LANES[loop]
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)
+
+
+async def _outcome(job: concurrent.futures.Future[T], stop: threading.Event | None) -> T:
+    """Wait for ``job``; on cancellation drop it if queued, else stop it (when it can be)."""
+    future = asyncio.wrap_future(job)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if not job.cancel() and stop is not None:  # running: stop at the next step
+            stop.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await future
+        raise
+    finally:
+        del job, future  # else: error -> traceback -> this frame -> job -> error, a cycle
 
 
 def acquire() -> TrainingLane:

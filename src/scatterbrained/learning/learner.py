@@ -25,10 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..adapters.base import EpochResult, SharedThreadTuning
-from ..errors import CheckpointError, ConfigurationError
+from ..errors import CheckpointError, ConfigurationError, ScatterbrainedError
 from ..events import EpochDone
 from ..federation.policies import PolicyState
 from ..history import EpochRecord
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CONSENSUS_ROUNDS", "Learner", "TrainingStopped"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: The most consensus rounds that end a ``train`` call by default (``consensus_rounds``).
 MAX_CONSENSUS_ROUNDS = 64
@@ -90,11 +88,13 @@ class Learner:
         self.state = ModelState(adapter, port.emit, port.node_id, port.name)
         self.epochs_done = 0
         self._lane: lane.TrainingLane | None = None
+        self._closed = False
+        self._stop = threading.Event()  # the running or queued training job's
         self._started_at = time.monotonic()
         self._last_val: tuple[float | None, float | None] = (None, None)
         self.exchange = Exchange(port, self.state, options)
         self.sharing = ModelSharing(
-            port, self.state, self.exchange, options, create_optimizer, loss, self.on_lane
+            port, self.state, self.exchange, options, create_optimizer, loss
         )
 
     # ------------------------------------------------------------------ views
@@ -146,27 +146,36 @@ class Learner:
         self.state.publish_initial()
 
     async def close(self) -> None:
-        """Cancel pending requests and background work; give the training lane back."""
+        """Cancel pending requests and background work; stop a training job at its next
+        step (its ``train`` call raises :class:`ScatterbrainedError`); give the training
+        lane back."""
+        self._closed = True
+        self._stop.set()
         await self.sharing.close()
         if self._lane is not None:
             self._lane.release()
             self._lane = None
 
-    async def on_lane(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run model work that cannot be stopped half-way (an architecture export, a model
-        rebuild) on the training lane; see :meth:`lane.TrainingLane.run` (``stop=None``)."""
-        training = await self._training_lane()
-        return await training.run(None, fn, *args)
-
     async def _training_lane(self) -> lane.TrainingLane:
         """The event loop's training lane, held from the first use until :meth:`close`;
-        tuned by the adapter once other learners share it."""
+        tuned by the adapter once other learners share it.
+
+        Raises:
+            ScatterbrainedError: the namespace was closed.
+        """
+        self._check_open()
         if self._lane is None or self._lane.closed:
             self._lane = lane.acquire()
         adapter = self.state.adapter
         if self._lane.shared and isinstance(adapter, SharedThreadTuning):
             await self._lane.prepare(type(adapter).__qualname__, adapter.tune_shared_thread)
         return self._lane
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ScatterbrainedError(
+                f"namespace {self.port.name!r} was closed; open a new one with node.namespace()"
+            )
 
     # ------------------------------------------------------------------ train
 
@@ -191,8 +200,10 @@ class Learner:
 
         Raises:
             ConfigurationError: there is no model (pass ``model=`` or call ``sync_model()``),
-                or ``epochs`` is negative.
+                ``epochs`` is negative or ``share_every`` is not a positive integer.
+            ScatterbrainedError: the namespace was closed (before or during the call).
         """
+        self._check_open()
         if not self.state.has_model:
             raise ConfigurationError(
                 f"namespace {self.port.name!r} has no model: pass model= to node.namespace() "
@@ -200,6 +211,12 @@ class Learner:
             )
         if not isinstance(epochs, int) or epochs < 0:
             raise ConfigurationError(f"epochs must be >= 0 (an integer), got {epochs!r}")
+        if share_every is not None and (
+            isinstance(share_every, bool) or not isinstance(share_every, int) or share_every < 1
+        ):
+            raise ConfigurationError(
+                f"share_every must be a whole number of steps >= 1, got {share_every!r}"
+            )
         every = share_every if share_every is not None else self.options.share_every
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
@@ -293,25 +310,39 @@ class Learner:
         merged: list[str],
     ) -> EpochResult:
         """One pass over ``trainloader`` on the lane; with ``every``, as chunks of ``every``
-        steps with an exchange on the event loop after each full chunk."""
-        stop = threading.Event()
+        batches with an exchange on the event loop after each full chunk.
+
+        Raises:
+            ScatterbrainedError: the namespace was closed meanwhile.
+        """
+        stop = self._stop = threading.Event()
         hook = _stop_hook(stop)
         training = await self._training_lane()
-        if not every:
-            return await training.run(stop, adapter.train_epoch, trainloader, step_hook=hook)
-        batches: list[Iterator[Any]] = []  # made on the lane: iter() may start loader workers
+        try:
+            if not every:
+                return await training.run(stop, adapter.train_epoch, trainloader, step_hook=hook)
+            chunks = _Batches(trainloader)
+            return await self._run_chunks(training, adapter, chunks, every, hook, switches, merged)
+        except TrainingStopped:
+            self._check_open()  # closed: say so; else (cancelled) lane.run raised already
+            raise
 
-        def chunk() -> EpochResult:
-            if not batches:
-                batches.append(iter(trainloader))
-            return adapter.train_epoch(itertools.islice(batches[0], every), step_hook=hook)
-
+    async def _run_chunks(
+        self,
+        training: lane.TrainingLane,
+        adapter: ModelAdapter,
+        batches: _Batches,
+        every: int,
+        hook: Callable[[int], None],
+        switches: list[str],
+        merged: list[str],
+    ) -> EpochResult:
+        """``share_every``: the epoch as chunks of ``every`` batches, exchanges between."""
         parts: list[EpochResult] = []
         while True:
-            part = await training.run(stop, chunk)
-            if part.steps:
-                parts.append(part)
-            if part.steps < every:
+            part = await training.run(self._stop, batches.train_chunk, adapter, every, hook)
+            parts.append(part)
+            if batches.exhausted:
                 return _joined(parts)
             merged.extend(await self._step_exchange(switches))
 
@@ -434,6 +465,32 @@ def _stop_hook(stop: threading.Event) -> Callable[[int], None]:
             raise TrainingStopped
 
     return hook
+
+
+class _Batches:
+    """One pass over a loader, handed out in chunks (the iterator is made on the lane: a
+    ``DataLoader``'s ``iter()`` may start its worker processes)."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+        self._iterator: Iterator[Any] | None = None
+        self.exhausted = False
+
+    def train_chunk(
+        self, adapter: ModelAdapter, size: int, hook: Callable[[int], None]
+    ) -> EpochResult:
+        """Train on the next ``size`` batches (fewer at the end of the pass)."""
+        if self._iterator is None:
+            self._iterator = iter(self._loader)
+        return adapter.train_epoch(self._take(self._iterator, size), step_hook=hook)
+
+    def _take(self, iterator: Iterator[Any], size: int) -> Iterator[Any]:
+        """Up to ``size`` batches; marks the pass exhausted when fewer were left."""
+        for count, batch in enumerate(itertools.islice(iterator, size), start=1):
+            yield batch
+            if count == size:
+                return
+        self.exhausted = True
 
 
 def _joined(parts: list[EpochResult]) -> EpochResult:

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,8 +98,6 @@ class ModelSharing:
         options: the learning options (``request_timeout``).
         create_optimizer: the optimizer factory of a model rebuilt from an architecture.
         loss: the loss of a model rebuilt from an architecture.
-        on_lane: ``await on_lane(fn, *args)`` runs model work on the training lane (see
-            :meth:`Learner.on_lane`): the export of the architecture, a rebuild.
     """
 
     def __init__(
@@ -110,10 +108,8 @@ class ModelSharing:
         options: LearningOptions,
         create_optimizer: Any,
         loss: Any,
-        on_lane: Callable[..., Awaitable[Any]],
     ) -> None:
         self.port = port
-        self._on_lane = on_lane
         self.state = state
         self.exchange = exchange
         self.options = options
@@ -180,7 +176,8 @@ class ModelSharing:
     async def _export_architecture(self) -> Architecture | None:
         adapter = self.state.adapter
         if self._architecture is None and adapter is not None:
-            self._architecture = await self._on_lane(adapter.export_architecture)
+            # Not on the training lane: an answer must not wait for other nodes' epochs.
+            self._architecture = await asyncio.to_thread(adapter.export_architecture)
         return self._architecture
 
     # ------------------------------------------------------------------ asking
@@ -325,7 +322,7 @@ class ModelSharing:
             if offer.architecture is None:
                 raise ModelSyncError("the offer carries no architecture", final=True)
             try:
-                adapter = await self._on_lane(self._rebuild, offer.architecture, offer.arrays)
+                adapter = await asyncio.to_thread(self._rebuild, offer.architecture, offer.arrays)
             except ModelSyncError:
                 raise
             except Exception as exc:  # a peer's envelope must never raise into user code

@@ -391,3 +391,19 @@ def test_tuning_the_shared_thread_makes_only_that_thread_single_threaded() -> No
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_set_arrays_bumps_the_version_so_autograd_refuses_a_stale_graph() -> None:
+    # Prepare: a graph that saved the weights, then new weights written in.
+    model = nn.Linear(3, 2)
+    adapter = TorchAdapter(model)
+    loss = (model(torch.ones(1, 3, requires_grad=True)) ** 2).sum()  # saves the weight
+    before = model.weight._version
+
+    # Execute
+    adapter.set_arrays({k: np.zeros_like(v) for k, v in adapter.get_arrays().items()})
+
+    # Assert
+    assert model.weight._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

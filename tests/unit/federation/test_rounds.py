@@ -91,11 +91,23 @@ def test_take_for_round_takes_the_round_else_the_next_later_else_the_freshest() 
             store.offer(update(sender, round_))
 
     # Execute
-    taken = store.take_for_round("abc", 4, now=0.0)
+    taken = store.take_for_round("abc", 4, now=0.0, max_lead=8)
 
     # Assert: the later rounds of a and b stay for the next exchanges.
     assert rounds_of(taken) == [("a", 4), ("b", 5), ("c", 2)]
-    assert rounds_of(store.take_for_round("abc", 5, now=0.0)) == [("a", 5), ("b", 7)]
+    assert rounds_of(store.take_for_round("abc", 5, now=0.0, max_lead=8)) == [("a", 5), ("b", 7)]
+
+
+def test_take_for_round_takes_the_freshest_of_a_sender_further_ahead_than_max_lead() -> None:
+    # Prepare: a is 5 rounds ahead of round 1 (rounds 1-6 kept).
+    store = UpdateStore()
+    for round_ in range(1, 7):
+        store.offer(update("a", round_))
+
+    # Execute / Assert: within the lead, round 1; past it, the freshest (and all older go).
+    assert rounds_of(store.take_for_round("a", 1, now=0.0, max_lead=5)) == [("a", 1)]
+    assert rounds_of(store.take_for_round("a", 2, now=0.0, max_lead=3)) == [("a", 6)]
+    assert len(store) == 0
 
 
 def test_a_sender_that_runs_ahead_keeps_64_rounds_when_they_fit_in_the_byte_budget() -> None:
@@ -122,6 +134,21 @@ def test_the_byte_budget_bounds_a_sender_past_three_rounds() -> None:
     assert len(store) == 5
     assert len(tight) == 3
     assert rounds_of(tight.take_fresh(["a"], now=0.0)) == [("a", 9)]
+
+
+def test_the_total_byte_budget_trims_the_sender_furthest_ahead_first() -> None:
+    # Prepare: a budget of 80 bytes in all (10 updates); a runs 8 rounds, b and c 3.
+    store = UpdateStore(max_total_bytes=80)
+    for round_ in range(8):
+        store.offer(update("a", round_))
+    for sender in "bc":
+        for round_ in range(3):
+            store.offer(update(sender, round_))
+
+    # Assert: a lost its oldest rounds; b and c keep their three.
+    assert store.stored_bytes() == 80 and len(store) == 10
+    assert rounds_of(store.take_round(["a"], 0, now=0.0)) == [("a", 4)]
+    assert rounds_of(store.take_fresh("bc", now=0.0)) == [("b", 2), ("c", 2)]
 
 
 def test_senders_with_round_counts_later_rounds_too() -> None:
@@ -227,13 +254,14 @@ def test_merged_rounds_strictly_increase_per_sender_and_memory_is_bounded(
             elif op == "round":
                 taken = store.take_round("ab", value, now=0.0)
             else:
-                taken = store.take_for_round("ab", value, now=0.0)
+                taken = store.take_for_round("ab", value, now=0.0, max_lead=2)
             assert [u.sender for u in taken] == sorted({u.sender for u in taken})
             for u in taken:
                 assert u.round > last.get(u.sender, -1)
                 if op == "round":
                     assert u.round >= value
                 if op == "for_round" and u.round < value:  # a sender behind: its freshest
-                    assert not store._by_sender.get(u.sender)
+                    assert store.newest_round(u.sender) == u.round
                 last[u.sender] = u.round
         assert all(len(r) <= 3 for r in store._by_sender.values())
+        assert store.stored_bytes() == 8 * len(store)  # 2 float32 each, counted as it goes

@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
+import scatterbrained as sb
 from scatterbrained.learning import lane
 from scatterbrained.learning.lane import TrainingLane
 
@@ -308,3 +310,75 @@ def test_a_train_call_queued_behind_another_nodes_epoch_can_be_cancelled_at_once
             assert (a.epochs_done, b.epochs_done) == (1, 1)
 
     arun(main, timeout=25)
+
+
+def test_closing_a_namespace_during_its_training_stops_it_with_a_typed_error(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        # Prepare: a's epoch runs until stopped; b's waits behind it on the lane.
+        async with cluster_factory() as cluster:
+            a_node, b_node = await cluster.start("a", "b")
+            a, b = (n.namespace("X", mlp(i)) for i, n in enumerate((a_node, b_node)))
+            await a.open()
+            await b.open()
+            held = Held(digit_loader(0, 2, 32))
+            running = asyncio.ensure_future(a.train(3, held))
+            assert await poll(held.started.is_set)
+            queued = asyncio.ensure_future(b.train(1, digit_loader(1, 2, 32), share_every=1))
+
+            # Execute: close both while a trains and b waits.
+            await a.close()
+            await b.close()
+            outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+            held.release()
+
+            # Assert: each call says its namespace was closed; no epoch counted; later
+            # calls refuse at once; the lane's thread ends.
+            for outcome in outcomes:
+                assert isinstance(outcome, sb.ScatterbrainedError), outcome
+                assert "was closed" in str(outcome)
+            assert (a.epochs_done, b.epochs_done) == (0, 0)
+            with pytest.raises(sb.ScatterbrainedError, match="was closed"):
+                await a.train(1, digit_loader(0, 2, 32))
+        assert await poll(lambda: not lane_threads()), lane_threads()
+
+    arun(main, timeout=25)
+
+
+@pytest.mark.parametrize("every", [0, 2.0, True, "3"])
+def test_share_every_must_be_a_whole_number_of_steps(
+    every: Any, arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            with pytest.raises(sb.ConfigurationError, match="share_every"):
+                node.namespace("Y", mlp(0), share_every=every)
+            ns = node.namespace("X", mlp(0))
+            await ns.open()
+            with pytest.raises(sb.ConfigurationError, match="share_every"):
+                await ns.train(1, digit_loader(0, 2, 32), share_every=every)
+
+    arun(main)
+
+
+def test_share_every_covers_the_whole_epoch_in_chunks(
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+) -> None:
+    async def main() -> None:
+        # Prepare: 5 batches of 16, chunks of 2: exchanges after batches 2 and 4.
+        async with cluster_factory() as cluster:
+            (node,) = await cluster.start("a")
+            ns = node.namespace("X", mlp(0))
+            await ns.open()
+
+            # Execute
+            history = await ns.train(2, digit_loader(0, 2, 80, batch_size=16), share_every=2)
+
+            # Assert: every sample of both epochs was trained on, the loss is one number.
+            assert [r.samples for r in history] == [80, 80]
+            assert all(np.isfinite(r.train_loss) for r in history)
+            assert ns.learner.exchange.round == 4  # two exchanges an epoch, none at the end
+
+    arun(main)

@@ -4,8 +4,8 @@ No barrier: a node pushes its weights for its round ``r`` to its out-neighbours 
 receive, waits for round ``r`` from the in-neighbours that keep up, within a bound that
 adapts to how long they usually take (:mod:`..pacing`; ``gossip_wait`` fixes it), and
 merges, with the aggregator, each in-neighbour's update of round ``r`` (else its closest
-later one, else, from one behind, its freshest; at most ``max_staleness_s`` old, never one
-merged before).
+later one, else, from one behind, its freshest; the freshest also from one more rounds ahead
+than there are members; at most ``max_staleness_s`` old, never one merged before).
 A node behind its neighbours adopts their round, so rounds stay aligned after a restart or a
 late join; a straggler is merged a round late.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from ...federation.rounds import KEEP_ROUNDS
 from ..exchange import Exchange
 from ..pacing import RECENT_ROUNDS
 
@@ -36,8 +37,12 @@ async def step(exchange: Exchange, trained: bool) -> list[str]:
         return []
     await exchange.wait_gossip(sources, round_)
     # Round r with round r: the freshest would skip the mixing steps of an in-neighbour that
-    # ran ahead (on a one-way graph nothing holds it back) and make this node jump rounds.
-    updates = exchange.finite(exchange.store.take_for_round(sources, round_, time.monotonic()))
+    # ran ahead (on a one-way cycle nothing holds it back, up to the cycle's length) and make
+    # this node jump rounds. One further ahead than the members could explain is faster:
+    # its freshest is merged.
+    lead = min(KEEP_ROUNDS - 1, exchange.port.peer_count())
+    taken = exchange.store.take_for_round(sources, round_, time.monotonic(), max_lead=lead)
+    updates = exchange.finite(taken)
     newest = max((u.round for u in updates), default=round_)
     if newest > round_ + RECENT_ROUNDS:  # far behind (a restart, a late join): catch up
         exchange.round = newest
