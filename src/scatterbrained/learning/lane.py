@@ -19,6 +19,14 @@ one centralized epoch over the same data. So the event-loop side of a learner ne
 PyTorch kernel (weights move between NumPy and the model by plain memory copies) and the
 lane is the only thread that trains.
 
+The lane's thread needs the GIL between kernels, and a busy event loop keeps it for up to
+the interpreter's switch interval (5 ms) at each hand-over: with hundreds of in-process
+nodes, whose membership keeps the loop busy, that dominated (1,000 nodes of
+``benchmarks/scale.py``: 88 s an epoch against 27.6 s with a 0.5 ms interval). The
+simulator shortens the interval while it runs (:func:`scatterbrained.sim.inprocess.
+short_gil_turns`); a script of its own with that many nodes can call
+``sys.setswitchinterval(0.0005)``.
+
 A lane is shared per event loop and counted: :func:`acquire` on a learner's first use,
 :meth:`TrainingLane.release` when it closes; the thread ends when the last user releases
 it. A cancelled job that has not started is dropped from the queue; a running one is asked
@@ -63,7 +71,8 @@ class TrainingLane:
         )
         self._users = 0
         self._closed = False
-        self._prepared: set[str] = set()
+        self._setups: dict[str, Callable[[], object]] = {}
+        self._local = threading.local()
 
     @property
     def users(self) -> int:
@@ -92,7 +101,7 @@ class TrainingLane:
         """
         if self._closed:
             raise RuntimeError("the training lane was closed; acquire a new one")
-        job = self._executor.submit(functools.partial(fn, *args, **kw))
+        job = self._executor.submit(self._on_thread, functools.partial(fn, *args, **kw))
         del fn, args, kw  # a failure's traceback holds this frame: keep it small
         return await _outcome(job, stop)
 
@@ -101,25 +110,25 @@ class TrainingLane:
         """True while more than one learner holds the lane (an in-process federation)."""
         return self._users > 1
 
-    async def prepare(self, key: str, setup: Callable[[], object]) -> None:
-        """Run ``setup()`` on the lane's thread the first time ``key`` is asked for (e.g. a
-        framework making this thread's kernels single-threaded); later calls return at once,
-        also while the first one is still queued. Its failure is logged, not raised: it only
-        tunes speed. A cancelled set-up that never ran is asked for again next time.
+    def prepare(self, key: str, setup: Callable[[], object]) -> None:
+        """Have ``setup()`` run once on each of the lane's threads, before its next job (e.g.
+        a framework making the thread's kernels single-threaded); a key already given is
+        ignored. A failing set-up is logged, not raised: it only tunes speed."""
+        self._setups.setdefault(key, setup)
 
-        Raises:
-            RuntimeError: the lane was released by all its users.
-        """
-        if key in self._prepared:
-            return
-        self._prepared.add(key)
-        try:
-            await self.run(None, setup)
-        except asyncio.CancelledError:
-            self._prepared.discard(key)
-            raise
-        except Exception:
-            logger.warning("training lane: set-up %r failed", key, exc_info=True)
+    def _on_thread(self, job: Callable[[], T]) -> T:
+        """Run the set-ups this thread has not run yet, then ``job``."""
+        done: set[str] | None = getattr(self._local, "done", None)
+        if done is None:
+            done = self._local.done = set()
+        for key, setup in list(self._setups.items()):
+            if key not in done:
+                done.add(key)
+                try:
+                    setup()
+                except Exception:
+                    logger.warning("training lane: set-up %r failed", key, exc_info=True)
+        return job()
 
     def hold(self) -> TrainingLane:
         """Count one more user (call under the registry lock, via :func:`acquire`)."""

@@ -168,7 +168,7 @@ class Learner:
             self._lane = lane.acquire()
         adapter = self.state.adapter
         if self._lane.shared and isinstance(adapter, SharedThreadTuning):
-            await self._lane.prepare(type(adapter).__qualname__, adapter.tune_shared_thread)
+            self._lane.prepare(type(adapter).__qualname__, adapter.tune_shared_thread)
         return self._lane
 
     def _check_open(self) -> None:

@@ -15,10 +15,12 @@ waits for every live expected neighbour however long its training takes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from .attacks import AttackingTransport
 from .config import FaultEvent
 from .experiment import NAMESPACE, Experiment, node_id
 
-__all__ = ["SimNode", "run_in_process"]
+__all__ = ["SWITCH_INTERVAL_S", "SimNode", "run_in_process", "short_gil_turns"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,28 @@ class SimNode:
         """Train one epoch (federating), return its history record."""
         history = await self.ns.train(1, self.loader, self.exp.test_loader())
         return history.last
+
+
+#: The interpreter's thread switch interval while an in-process federation runs (seconds).
+SWITCH_INTERVAL_S = 0.0005
+
+
+@contextlib.contextmanager
+def short_gil_turns(interval: float = SWITCH_INTERVAL_S) -> Iterator[None]:
+    """Shorten the interpreter's switch interval while the block runs, then restore it.
+
+    Hundreds of nodes keep the event loop's thread busy all the time, and the training
+    lane's thread hands the GIL back at every PyTorch kernel, then waits for the loop to
+    give it up: up to the switch interval (5 ms by default) per kernel. 1,000 nodes of
+    ``benchmarks/scale.py`` took 88 s an epoch so, 27.6 s with 0.5 ms. The simulator owns
+    its process while it runs (it sets PyTorch's threads too), so it may change this.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 async def run_in_process(

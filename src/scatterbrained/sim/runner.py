@@ -111,9 +111,10 @@ def run_simulation(
 
             rows = run_ray(exp, out, epoch_done)
         else:
-            from .inprocess import run_in_process
+            from .inprocess import run_in_process, short_gil_turns
 
-            rows = asyncio.run(run_in_process(exp, out, epoch_done))
+            with short_gil_turns():
+                rows = asyncio.run(run_in_process(exp, out, epoch_done))
     wall = time.monotonic() - started
     _write_jsonl(out / "metrics.jsonl", rows)
     centralized = local_only = None

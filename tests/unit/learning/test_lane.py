@@ -193,7 +193,7 @@ def test_a_job_error_reaches_its_caller_and_the_lane_goes_on(arun: Run) -> None:
     arun(main)
 
 
-def test_prepare_runs_once_on_the_lane_and_a_failure_is_only_logged(
+def test_set_ups_run_once_on_the_lanes_thread_and_a_failure_is_only_logged(
     arun: Run, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
@@ -207,11 +207,13 @@ def test_prepare_runs_once_on_the_lane_and_a_failure_is_only_logged(
         def broken() -> None:
             raise OSError("no OpenMP here")
 
-        # Execute
-        await training.prepare("tune", setup)
-        await training.prepare("tune", setup)
+        # Execute: set-ups run before the next job, once per thread, whatever is asked.
+        training.prepare("tune", setup)
+        training.prepare("tune", setup)
+        training.prepare("broken", broken)
         with caplog.at_level(logging.WARNING, logger="scatterbrained.learning.lane"):
-            await training.prepare("broken", broken)
+            for _ in range(3):
+                assert await training.run(None, lambda: 5) == 5
 
         # Assert
         assert len(calls) == 1 and calls[0].startswith(LANE_PREFIX)
