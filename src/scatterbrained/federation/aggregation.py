@@ -136,6 +136,21 @@ def _per_coordinate(
     combine: Callable[[np.ndarray], np.ndarray],
 ) -> Arrays:
     """Apply ``combine`` (rows -> one row) to every float array; keep non-float arrays local."""
+
+    def merge(name: str, contributions: list[Contribution], array: np.ndarray) -> np.ndarray:
+        merged = combine(_stack(name, contributions))
+        return merged.reshape(array.shape).astype(array.dtype, copy=False)
+
+    return _per_float_array(local, others, merge)
+
+
+def _per_float_array(
+    local: Contribution,
+    others: Sequence[Contribution],
+    merge: Callable[[str, list[Contribution], np.ndarray], np.ndarray],
+) -> Arrays:
+    """``merge(name, contributions, local array)`` for every float array (validated first);
+    non-float arrays, and every array when there are no others, stay local (copied)."""
     _validate(local, others)
     contributions = [local, *others]
     result: Arrays = {}
@@ -144,8 +159,7 @@ def _per_coordinate(
         if not others or not _is_float(array):
             result[name] = array.copy()
             continue
-        merged = combine(_stack(name, contributions))
-        result[name] = merged.reshape(array.shape).astype(array.dtype, copy=False)
+        result[name] = merge(name, contributions, array)
     return result
 
 
@@ -158,20 +172,15 @@ def weighted_mean(
     Raises:
         ConfigurationError: a contribution does not fit the local model.
     """
-    _validate(local, others)
     weights = np.asarray(weights, dtype=np.float64)
     if weights.sum() <= 0:
         weights = np.ones_like(weights)
     weights = weights / weights.sum()
-    contributions = [local, *others]
-    result: Arrays = {}
-    for name, array in local.arrays.items():
-        array = np.asarray(array)
-        if not others or not _is_float(array):
-            result[name] = array.copy()
-            continue
-        result[name] = _weighted_sum([c.arrays[name] for c in contributions], weights, array.dtype)
-    return result
+
+    def merge(name: str, contributions: list[Contribution], array: np.ndarray) -> np.ndarray:
+        return _weighted_sum([c.arrays[name] for c in contributions], weights, array.dtype)
+
+    return _per_float_array(local, others, merge)
 
 
 def _weighted_sum(arrays: Sequence[np.ndarray], weights: np.ndarray, dtype: Any) -> np.ndarray:

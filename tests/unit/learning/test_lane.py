@@ -283,16 +283,21 @@ class Held:
             yield from self.inner
 
 
+async def two_open(cluster: Any, mlp: Any) -> list[Any]:
+    """Namespace "X" open on two started nodes "a" and "b"."""
+    spaces = [n.namespace("X", mlp(i)) for i, n in enumerate(await cluster.start("a", "b"))]
+    for ns in spaces:
+        await ns.open()
+    return spaces
+
+
 def test_a_train_call_queued_behind_another_nodes_epoch_can_be_cancelled_at_once(
     arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
 ) -> None:
     async def main() -> None:
         # Prepare: b's epoch holds the lane; a's train call waits behind it.
         async with cluster_factory() as cluster:
-            a_node, b_node = await cluster.start("a", "b")
-            a, b = (n.namespace("X", mlp(i)) for i, n in enumerate((a_node, b_node)))
-            await a.open()
-            await b.open()
+            a, b = await two_open(cluster, mlp)
             held = Held(digit_loader(1, 2, 32))
             busy = asyncio.ensure_future(b.train(1, held))
             assert await poll(held.started.is_set)
@@ -320,10 +325,7 @@ def test_closing_a_namespace_during_its_training_stops_it_with_a_typed_error(
     async def main() -> None:
         # Prepare: a's epoch runs until stopped; b's waits behind it on the lane.
         async with cluster_factory() as cluster:
-            a_node, b_node = await cluster.start("a", "b")
-            a, b = (n.namespace("X", mlp(i)) for i, n in enumerate((a_node, b_node)))
-            await a.open()
-            await b.open()
+            a, b = await two_open(cluster, mlp)
             held = Held(digit_loader(0, 2, 32))
             running = asyncio.ensure_future(a.train(3, held))
             assert await poll(held.started.is_set)
