@@ -18,12 +18,10 @@ next optimizer step (the epoch is not counted) before the cancellation propagate
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +33,8 @@ from ..history import EpochRecord
 from ..learning_options import LearningOptions
 from ..types import OperatingMode
 from ..wire.messages import ModelOffer, ModelRequest, ModelUnavailable, ModelUpdate
-from . import checkpointing, lane
+from . import checkpointing, epochs, lane
+from .epochs import TrainingStopped
 from .exchange import Exchange
 from .model_sharing import ModelSharing
 from .model_state import ModelState
@@ -51,10 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: The most consensus rounds that end a ``train`` call by default (``consensus_rounds``).
 MAX_CONSENSUS_ROUNDS = 64
-
-
-class TrainingStopped(Exception):
-    """Raised inside a training job to stop it at the next step (``train`` cancelled)."""
 
 
 class Learner:
@@ -309,42 +304,25 @@ class Learner:
         switches: list[str],
         merged: list[str],
     ) -> EpochResult:
-        """One pass over ``trainloader`` on the lane; with ``every``, as chunks of ``every``
-        batches with an exchange on the event loop after each full chunk.
+        """One pass over ``trainloader`` on the lane (see :func:`epochs.run_epoch`), with
+        this node's exchanges between chunks when ``every`` is set.
 
         Raises:
             ScatterbrainedError: the namespace was closed meanwhile.
         """
-        stop = self._stop = threading.Event()
-        hook = _stop_hook(stop)
+        self._stop = threading.Event()
         training = await self._training_lane()
+
+        async def between() -> None:
+            merged.extend(await self._step_exchange(switches))
+
         try:
-            if not every:
-                return await training.run(stop, adapter.train_epoch, trainloader, step_hook=hook)
-            chunks = _Batches(trainloader)
-            return await self._run_chunks(training, adapter, chunks, every, hook, switches, merged)
+            return await epochs.run_epoch(
+                training, adapter, trainloader, every, self._stop, between
+            )
         except TrainingStopped:
             self._check_open()  # closed: say so; else (cancelled) lane.run raised already
             raise
-
-    async def _run_chunks(
-        self,
-        training: lane.TrainingLane,
-        adapter: ModelAdapter,
-        batches: _Batches,
-        every: int,
-        hook: Callable[[int], None],
-        switches: list[str],
-        merged: list[str],
-    ) -> EpochResult:
-        """``share_every``: the epoch as chunks of ``every`` batches, exchanges between."""
-        parts: list[EpochResult] = []
-        while True:
-            part = await training.run(self._stop, batches.train_chunk, adapter, every, hook)
-            parts.append(part)
-            if batches.exhausted:
-                return _joined(parts)
-            merged.extend(await self._step_exchange(switches))
 
     async def _step_exchange(self, switches: list[str]) -> list[str]:
         self.state.commit("train")
@@ -455,52 +433,6 @@ class Learner:
     def peer_restarted(self, peer_id: str) -> None:
         """A peer came back with a new session: its round numbers start over."""
         self.exchange.forget(peer_id)
-
-
-def _stop_hook(stop: threading.Event) -> Callable[[int], None]:
-    """A step hook that stops the job at the next step once ``stop`` is set."""
-
-    def hook(steps: int) -> None:
-        if stop.is_set():
-            raise TrainingStopped
-
-    return hook
-
-
-class _Batches:
-    """One pass over a loader, handed out in chunks (the iterator is made on the lane: a
-    ``DataLoader``'s ``iter()`` may start its worker processes)."""
-
-    def __init__(self, loader: Any) -> None:
-        self._loader = loader
-        self._iterator: Iterator[Any] | None = None
-        self.exhausted = False
-
-    def train_chunk(
-        self, adapter: ModelAdapter, size: int, hook: Callable[[int], None]
-    ) -> EpochResult:
-        """Train on the next ``size`` batches (fewer at the end of the pass)."""
-        if self._iterator is None:
-            self._iterator = iter(self._loader)
-        return adapter.train_epoch(self._take(self._iterator, size), step_hook=hook)
-
-    def _take(self, iterator: Iterator[Any], size: int) -> Iterator[Any]:
-        """Up to ``size`` batches; marks the pass exhausted when fewer were left."""
-        for count, batch in enumerate(itertools.islice(iterator, size), start=1):
-            yield batch
-            if count == size:
-                return
-        self.exhausted = True
-
-
-def _joined(parts: list[EpochResult]) -> EpochResult:
-    """One epoch's result from its chunks (the loss weighted by samples)."""
-    samples = sum(p.samples for p in parts)
-    steps = sum(p.steps for p in parts)
-    if not samples:
-        return EpochResult(loss=math.nan, samples=0, steps=steps)
-    loss = sum(p.loss * p.samples for p in parts if p.samples) / samples
-    return EpochResult(loss=loss, samples=samples, steps=steps)
 
 
 def _adapt(model: Any, create_optimizer: Any, loss: Any, options: LearningOptions) -> ModelAdapter:
