@@ -10,7 +10,19 @@ from typing import Any
 from .errors import ConfigurationError
 from .roster import check_sessions
 
-__all__ = ["LearningOptions"]
+__all__ = ["LearningOptions", "check_share_every"]
+
+
+def check_share_every(every: object) -> None:
+    """Check a ``share_every`` value: ``None`` or a whole number of steps >= 1.
+
+    Raises:
+        ConfigurationError: anything else (a float, a bool, a string, 0).
+    """
+    if every is None:
+        return
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigurationError(f"share_every must be a whole number of steps >= 1, got {every!r}")
 
 
 @dataclass
@@ -107,12 +119,7 @@ class LearningOptions:
             raise ConfigurationError(
                 f"consensus_rounds must be None or an integer >= 0, got {self.consensus_rounds!r}"
             )
-        every = self.share_every
-        whole = isinstance(every, int) and not isinstance(every, bool)
-        if every is not None and (not whole or every < 1):
-            raise ConfigurationError(
-                f"share_every must be a whole number of steps >= 1, got {every!r}"
-            )
+        check_share_every(self.share_every)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> LearningOptions:

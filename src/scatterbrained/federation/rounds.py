@@ -25,6 +25,7 @@ from .topology import Topology
 __all__ = [
     "KEEP_ROUNDS",
     "MAX_SENDER_BYTES",
+    "MAX_STORE_BYTES",
     "MIN_KEEP_ROUNDS",
     "RESEND_AFTER_S",
     "SeedLedger",
@@ -174,7 +175,7 @@ class UpdateStore:
             len(rounds) > MIN_KEEP_ROUNDS and self._sizes[sender] > self.max_sender_bytes
         ):
             self._evict_oldest(sender)
-        while sum(self._sizes.values()) > self.max_total_bytes:
+        while self.stored_bytes() > self.max_total_bytes:
             deep = [s for s, r in self._by_sender.items() if len(r) > MIN_KEEP_ROUNDS]
             if not deep:
                 break
@@ -229,9 +230,9 @@ class UpdateStore:
         chosen: list[StoredUpdate] = []
         for sender in sorted(senders):
             rounds = self._by_sender.get(sender, {})
-            later = sorted(r for r in rounds if r >= round)
-            if later:
-                chosen.append(rounds[later[0]])
+            first = _first_from(rounds, round)
+            if first is not None:
+                chosen.append(rounds[first])
         return self._consume(chosen, now)
 
     def take_for_round(
@@ -252,9 +253,8 @@ class UpdateStore:
             rounds = self._by_sender.get(sender)
             if not rounds:
                 continue
-            newest = max(rounds)
-            later = [r for r in rounds if r >= round]
-            pick = min(later) if later and newest - round <= max_lead else newest
+            newest, first = max(rounds), _first_from(rounds, round)
+            pick = first if first is not None and newest - round <= max_lead else newest
             chosen.append(rounds[pick])
         return self._consume(chosen, now)
 
@@ -297,6 +297,11 @@ class UpdateStore:
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._by_sender.values())
+
+
+def _first_from(rounds: Mapping[int, StoredUpdate], round_: int) -> int | None:
+    """The earliest stored round at or after ``round_`` (``None``: none that late)."""
+    return min((r for r in rounds if r >= round_), default=None)
 
 
 def _size(update: StoredUpdate) -> int:

@@ -344,12 +344,11 @@ class Exchange:
         merged yet (else one merged already counts: the source got that far)."""
         deadline = time.monotonic() + timeout
         while True:
-            modes = self.port.peer_modes()
+            sending = set(self.members_that_send())  # once per check, not once per source
             missing = [
                 s
                 for s, r in needs.items()
-                if (mode := modes.get(s)) is not None
-                and mode.sends
+                if s in sending
                 and not (self.store.senders_with_round([s], r) if unseen else self._sent(s, r))
             ]
             if not missing:

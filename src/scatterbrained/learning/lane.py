@@ -72,7 +72,7 @@ class TrainingLane:
         self._users = 0
         self._closed = False
         self._setups: dict[str, Callable[[], object]] = {}
-        self._local = threading.local()
+        self._ran: set[str] = set()  # set-ups run so far (read and written on the thread)
 
     @property
     def users(self) -> int:
@@ -91,9 +91,9 @@ class TrainingLane:
 
         On cancellation a job still queued is dropped. A running one that takes a ``stop``
         event (and checks it now and then, as the training step hook does) gets it set and
-        is waited for, so it never outlives the call; one with ``stop=None`` (a model
-        set-up, say) finishes on the lane and its result is dropped. Then the cancellation
-        propagates.
+        is waited for, so it never outlives the call; one with ``stop=None`` (a job that
+        cannot stop half-way) finishes on the lane and its result is dropped. Then the
+        cancellation propagates.
 
         Raises:
             RuntimeError: the lane was released by all its users.
@@ -111,19 +111,16 @@ class TrainingLane:
         return self._users > 1
 
     def prepare(self, key: str, setup: Callable[[], object]) -> None:
-        """Have ``setup()`` run once on each of the lane's threads, before its next job (e.g.
-        a framework making the thread's kernels single-threaded); a key already given is
+        """Have ``setup()`` run once on the lane's thread, before its next job (e.g. a
+        framework making the thread's kernels single-threaded); a key already given is
         ignored. A failing set-up is logged, not raised: it only tunes speed."""
         self._setups.setdefault(key, setup)
 
     def _on_thread(self, job: Callable[[], T]) -> T:
-        """Run the set-ups this thread has not run yet, then ``job``."""
-        done: set[str] | None = getattr(self._local, "done", None)
-        if done is None:
-            done = self._local.done = set()
+        """Run the set-ups not run yet, then ``job``."""
         for key, setup in list(self._setups.items()):
-            if key not in done:
-                done.add(key)
+            if key not in self._ran:
+                self._ran.add(key)
                 try:
                     setup()
                 except Exception:

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, ConfigurationError, ScatterbrainedError
 from ..events import EpochDone
 from ..federation.policies import PolicyState
 from ..history import EpochRecord
-from ..learning_options import LearningOptions
+from ..learning_options import LearningOptions, check_share_every
 from ..types import OperatingMode
 from ..wire.messages import ModelOffer, ModelRequest, ModelUnavailable, ModelUpdate
 from . import checkpointing, epochs, lane
@@ -206,12 +206,7 @@ class Learner:
             )
         if not isinstance(epochs, int) or epochs < 0:
             raise ConfigurationError(f"epochs must be >= 0 (an integer), got {epochs!r}")
-        if share_every is not None and (
-            isinstance(share_every, bool) or not isinstance(share_every, int) or share_every < 1
-        ):
-            raise ConfigurationError(
-                f"share_every must be a whole number of steps >= 1, got {share_every!r}"
-            )
+        check_share_every(share_every)
         every = share_every if share_every is not None else self.options.share_every
         for _ in range(epochs):
             await self._train_one_epoch(trainloader, validloader, every)
