@@ -26,16 +26,6 @@ def lane_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(LANE_PREFIX)]
 
 
-async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """True once ``condition()`` holds, False if it did not within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 class Concurrency:
     """Records how many jobs run at once and on which threads."""
 
@@ -81,7 +71,9 @@ def test_jobs_of_one_loop_share_one_thread_and_run_one_at_a_time(arun: Run) -> N
     arun(main)
 
 
-def test_the_last_release_ends_the_thread_and_a_new_user_gets_a_new_lane(arun: Run) -> None:
+def test_the_last_release_ends_the_thread_and_a_new_user_gets_a_new_lane(
+    arun: Run, eventually: Any
+) -> None:
     async def main() -> None:
         # Prepare
         held = lane.acquire()
@@ -93,7 +85,7 @@ def test_the_last_release_ends_the_thread_and_a_new_user_gets_a_new_lane(arun: R
 
         # Assert
         assert held.closed
-        assert await poll(lambda: not lane_threads()), lane_threads()
+        await eventually(lambda: not lane_threads(), timeout=5.0, what="lane thread ends")
         with pytest.raises(RuntimeError, match="closed"):
             await held.run(threading.Event(), lambda: None)
         fresh = lane.acquire()
@@ -120,7 +112,9 @@ def test_each_event_loop_has_its_own_lane() -> None:
     assert all(name.startswith(LANE_PREFIX) for _, name in lanes)
 
 
-def test_a_cancelled_job_still_queued_never_runs_and_returns_at_once(arun: Run) -> None:
+def test_a_cancelled_job_still_queued_never_runs_and_returns_at_once(
+    arun: Run, eventually: Any
+) -> None:
     async def main() -> None:
         # Prepare: a job that holds the lane until released, and one queued behind it.
         training = lane.acquire()
@@ -132,7 +126,7 @@ def test_a_cancelled_job_still_queued_never_runs_and_returns_at_once(arun: Run) 
             gate.wait(10)
 
         blocking = asyncio.ensure_future(training.run(threading.Event(), blocker))
-        assert await poll(started.is_set)
+        await eventually(started.is_set, timeout=5.0, what="job started")
 
         # Execute: the queued job times out while the lane is busy.
         began = time.monotonic()
@@ -151,7 +145,9 @@ def test_a_cancelled_job_still_queued_never_runs_and_returns_at_once(arun: Run) 
     arun(main)
 
 
-def test_a_cancelled_running_job_is_asked_to_stop_and_waited_for(arun: Run) -> None:
+def test_a_cancelled_running_job_is_asked_to_stop_and_waited_for(
+    arun: Run, eventually: Any
+) -> None:
     async def main() -> None:
         # Prepare: a job that runs until its stop event is set.
         training = lane.acquire()
@@ -164,7 +160,7 @@ def test_a_cancelled_running_job_is_asked_to_stop_and_waited_for(arun: Run) -> N
             finished.set()
 
         task = asyncio.ensure_future(training.run(stop, until_stopped))
-        assert await poll(started.is_set)
+        await eventually(started.is_set, timeout=5.0, what="job started")
 
         # Execute
         task.cancel()
@@ -236,7 +232,7 @@ class ThreadSpyLoader:
 
 
 def test_in_process_nodes_train_on_one_thread_taking_turns(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, eventually: Any
 ) -> None:
     async def main() -> None:
         # Prepare: three nodes of one process, gossip and share_every both.
@@ -261,7 +257,7 @@ def test_in_process_nodes_train_on_one_thread_taking_turns(
             assert len(seen.threads) == 1 and seen.threads.pop().startswith(LANE_PREFIX)
             assert seen.most == 1
             assert [ns.epochs_done for ns in spaces] == [2, 2, 2]
-        assert await poll(lambda: not lane_threads()), lane_threads()
+        await eventually(lambda: not lane_threads(), timeout=5.0, what="lane thread ends")
 
     arun(main, timeout=25)
 
@@ -292,7 +288,7 @@ async def two_open(cluster: Any, mlp: Any) -> list[Any]:
 
 
 def test_a_train_call_queued_behind_another_nodes_epoch_can_be_cancelled_at_once(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, eventually: Any
 ) -> None:
     async def main() -> None:
         # Prepare: b's epoch holds the lane; a's train call waits behind it.
@@ -300,7 +296,7 @@ def test_a_train_call_queued_behind_another_nodes_epoch_can_be_cancelled_at_once
             a, b = await two_open(cluster, mlp)
             held = Held(digit_loader(1, 2, 32))
             busy = asyncio.ensure_future(b.train(1, held))
-            assert await poll(held.started.is_set)
+            await eventually(held.started.is_set, timeout=5.0, what="epoch started")
 
             # Execute
             began = time.monotonic()
@@ -320,7 +316,7 @@ def test_a_train_call_queued_behind_another_nodes_epoch_can_be_cancelled_at_once
 
 
 def test_closing_a_namespace_during_its_training_stops_it_with_a_typed_error(
-    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any
+    arun: Run, cluster_factory: Any, mlp: Any, digit_loader: Any, eventually: Any
 ) -> None:
     async def main() -> None:
         # Prepare: a's epoch runs until stopped; b's waits behind it on the lane.
@@ -328,7 +324,7 @@ def test_closing_a_namespace_during_its_training_stops_it_with_a_typed_error(
             a, b = await two_open(cluster, mlp)
             held = Held(digit_loader(0, 2, 32))
             running = asyncio.ensure_future(a.train(3, held))
-            assert await poll(held.started.is_set)
+            await eventually(held.started.is_set, timeout=5.0, what="epoch started")
             queued = asyncio.ensure_future(b.train(1, digit_loader(1, 2, 32), share_every=1))
 
             # Execute: close both while a trains and b waits.
@@ -345,7 +341,7 @@ def test_closing_a_namespace_during_its_training_stops_it_with_a_typed_error(
             assert (a.epochs_done, b.epochs_done) == (0, 0)
             with pytest.raises(sb.ScatterbrainedError, match="was closed"):
                 await a.train(1, digit_loader(0, 2, 32))
-        assert await poll(lambda: not lane_threads()), lane_threads()
+        await eventually(lambda: not lane_threads(), timeout=5.0, what="lane thread ends")
 
     arun(main, timeout=25)
 
